@@ -1,0 +1,283 @@
+"""Typed configuration of the preprocessing pipeline.
+
+The dataclasses below are the Hydra schema (registered in the ConfigStore by `register_configs`):
+an unknown key or a wrong type fails while Hydra composes the config, naming the key. `validate`
+then checks what types cannot express (ranges, known kinds, existing paths) before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+SOURCE_KINDS = ("web", "news", "books", "generic")
+SHARD_FORMATS = ("datatrove", "megatron")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key."""
+
+
+@dataclass
+class SourceConfig:
+    name: str = "???"
+    kind: str = "generic"  # web | news | books | generic
+    # files, folders (read recursively) or globs; relative paths are relative to the working dir
+    paths: list[str] = field(default_factory=list)
+    # JSONL/Parquet: the field that holds the text, and the one that holds the id
+    text_key: str = "text"
+    id_key: str = "id"
+    # quality profile to apply; null means the profile named like the kind
+    quality: Optional[str] = None
+
+
+@dataclass
+class ExtractConfig:
+    enabled: bool = True
+    favour_precision: bool = True
+    include_tables: bool = True
+    timeout_s: float = 30.0
+
+
+@dataclass
+class GutenbergConfig:
+    enabled: bool = True
+
+
+@dataclass
+class NormalizeConfig:
+    enabled: bool = True
+    unicode_form: str = "NFC"
+    # share of U+FFFD replacement characters above which a record is reported and dropped
+    max_replacement_char_ratio: float = 0.01
+
+
+@dataclass
+class LanguageConfig:
+    enabled: bool = True
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    min_score: float = 0.65
+    # language ID looks at this many leading characters (a 50 MB book needs no more)
+    max_chars: int = 20_000
+
+
+@dataclass
+class GopherQualityConfig:
+    enabled: bool = True
+    min_doc_words: int = 50
+    max_doc_words: int = 10_000_000
+    min_avg_word_length: float = 3.0
+    max_avg_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1
+    max_bullet_lines_ratio: float = 0.9
+    max_ellipsis_lines_ratio: float = 0.3
+    max_non_alpha_words_ratio: float = 0.8
+    min_stop_words: int = 2
+
+
+@dataclass
+class GopherRepetitionConfig:
+    enabled: bool = True
+    dup_line_frac: float = 0.3
+    dup_para_frac: float = 0.3
+    dup_line_char_frac: float = 0.2
+    dup_para_char_frac: float = 0.2
+    top_n_grams: list[list[float]] = field(default_factory=lambda: [[2, 0.2], [3, 0.18], [4, 0.16]])
+    dup_n_grams: list[list[float]] = field(
+        default_factory=lambda: [[5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.10]]
+    )
+
+
+@dataclass
+class C4Config:
+    enabled: bool = True
+    split_paragraph: bool = True
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = True
+    min_num_sentences: int = 5
+    min_words_per_line: int = 3
+    max_word_length: int = 1000
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    filter_policy: bool = True
+
+
+@dataclass
+class FineWebConfig:
+    enabled: bool = True
+    line_punct_thr: float = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: float = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+
+
+@dataclass
+class QualityProfile:
+    gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
+    gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
+    c4: C4Config = field(default_factory=C4Config)
+    fineweb: FineWebConfig = field(default_factory=FineWebConfig)
+
+
+@dataclass
+class PiiConfig:
+    enabled: bool = True
+    email_replacement: str = "<EMAIL>"
+    ip_replacement: str = "<IP>"
+
+
+@dataclass
+class ExactDedupConfig:
+    enabled: bool = True
+
+
+@dataclass
+class MinhashDedupConfig:
+    enabled: bool = True
+    n_grams: int = 5
+    num_buckets: int = 14
+    hashes_per_bucket: int = 8
+    seed: int = 1
+
+
+@dataclass
+class ParagraphDedupConfig:
+    enabled: bool = True
+    # paragraphs with fewer normalized characters are never deduplicated ("CHAPTER 1", "* * *")
+    min_chars: int = 100
+    # a document left with fewer characters after removing its repeated paragraphs is dropped
+    min_doc_chars_after: int = 200
+
+
+@dataclass
+class DedupConfig:
+    exact: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    minhash: MinhashDedupConfig = field(default_factory=MinhashDedupConfig)
+    paragraph: ParagraphDedupConfig = field(default_factory=ParagraphDedupConfig)
+    # tasks of the hash-merging steps of exact and paragraph dedup
+    find_tasks: int = 4
+
+
+@dataclass
+class TokenizerConfig:
+    # a local tokenizer.json to use; null trains a byte-level BPE on the cleaned corpus
+    path: Optional[str] = None
+    vocab_size: int = 8192
+    min_frequency: int = 2
+    # cap on the characters of cleaned text the BPE trainer sees
+    train_max_chars: int = 200_000_000
+    eos_token: str = "<|endoftext|>"
+    batch_size: int = 512
+
+
+@dataclass
+class ShardsConfig:
+    seed: int = 1234
+    val_fraction: float = 0.05
+    max_tokens_per_shard: int = 50_000_000
+    formats: list[str] = field(default_factory=lambda: ["datatrove"])
+
+
+@dataclass
+class ExecutorConfig:
+    kind: str = "local"  # local | slurm
+    tasks: int = 4
+    workers: int = -1  # local: processes; -1 = number of CPUs
+    # slurm only
+    partition: Optional[str] = None
+    qos: Optional[str] = None
+    time: str = "02:00:00"
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: int = 2
+    max_array_size: int = 1001
+    sbatch_args: dict[str, Any] = field(default_factory=dict)
+    env_command: Optional[str] = None
+    # render the sbatch scripts without submitting them
+    dry_run: bool = False
+
+
+@dataclass
+class PreprocessConfig:
+    input_dir: Optional[str] = None
+    sources: list[SourceConfig] = field(default_factory=list)
+    output_dir: str = "outputs/data"
+    word_tokenizer: str = "fast"  # fast | spacy (datatrove's stock tokenizer)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    gutenberg: GutenbergConfig = field(default_factory=GutenbergConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    quality: dict[str, QualityProfile] = field(default_factory=dict)
+    pii: PiiConfig = field(default_factory=PiiConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    progress: bool = True
+
+
+def _require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {message}")
+
+
+def resolve_sources(cfg: PreprocessConfig) -> list[SourceConfig]:
+    """The sources to read: `sources` if given, else the web/news/books folders of `input_dir`."""
+    if cfg.sources:
+        _require(cfg.input_dir is None, "input_dir", "give either input_dir or sources, not both")
+        return list(cfg.sources)
+    _require(cfg.input_dir is not None, "sources", "no input: set input_dir=DIR or give a list of sources")
+    root = Path(cfg.input_dir)
+    _require(root.is_dir(), "input_dir", f"{root} is not a directory")
+    found = [
+        SourceConfig(name=kind, kind=kind, paths=[str(root / kind)]) for kind in ("web", "news", "books") if (root / kind).exists()
+    ]
+    _require(bool(found), "input_dir", f"{root} has none of the folders web/, news/, books/")
+    return found
+
+
+def validate(cfg: PreprocessConfig) -> list[SourceConfig]:
+    """Check everything types cannot; return the resolved sources."""
+    sources = resolve_sources(cfg)
+    names = [s.name for s in sources]
+    for i, src in enumerate(sources):
+        key = f"sources[{i}]"
+        _require(src.name not in ("", "???"), f"{key}.name", "every source needs a name")
+        _require(names.count(src.name) == 1, f"{key}.name", f"duplicate source name {src.name!r}")
+        _require(src.name.replace("_", "").replace("-", "").isalnum(), f"{key}.name",
+                 f"{src.name!r}: use letters, digits, '-' and '_' only")
+        _require(src.kind in SOURCE_KINDS, f"{key}.kind", f"unknown source kind {src.kind!r}; expected one of {SOURCE_KINDS}")
+        _require(bool(src.paths), f"{key}.paths", f"source {src.name!r} lists no paths")
+        profile = src.quality or src.kind
+        _require(profile in cfg.quality, f"{key}.quality",
+                 f"no quality profile {profile!r}; defined: {sorted(cfg.quality)}")
+    _require(cfg.word_tokenizer in ("fast", "spacy"), "word_tokenizer", f"{cfg.word_tokenizer!r}: expected fast or spacy")
+    _require(0.0 <= cfg.shards.val_fraction < 1.0, "shards.val_fraction", "must be in [0, 1)")
+    _require(cfg.shards.max_tokens_per_shard > 0, "shards.max_tokens_per_shard", "must be positive")
+    for fmt in cfg.shards.formats:
+        _require(fmt in SHARD_FORMATS, "shards.formats", f"unknown format {fmt!r}; expected some of {SHARD_FORMATS}")
+    _require("datatrove" in cfg.shards.formats, "shards.formats", "the datatrove .ds format is always written")
+    _require(cfg.tokenizer.vocab_size >= 300, "tokenizer.vocab_size", "a byte-level BPE needs at least 300 entries")
+    if cfg.tokenizer.path is not None:
+        _require(Path(cfg.tokenizer.path).is_file(), "tokenizer.path", f"{cfg.tokenizer.path} is not a file")
+    mh = cfg.dedup.minhash
+    for name in ("n_grams", "num_buckets", "hashes_per_bucket"):
+        _require(getattr(mh, name) > 0, f"dedup.minhash.{name}", "must be positive")
+    _require(cfg.dedup.find_tasks > 0, "dedup.find_tasks", "must be positive")
+    ex = cfg.executor
+    _require(ex.kind in ("local", "slurm"), "executor.kind", f"{ex.kind!r}: expected local or slurm")
+    _require(ex.tasks > 0, "executor.tasks", "must be positive")
+    _require(0 < cfg.language.min_score <= 1, "language.min_score", "must be in (0, 1]")
+    _require(bool(cfg.language.languages), "language.languages", "list at least one language")
+    return sources
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="preprocess_schema", node=PreprocessConfig)
+    cs.store(group="quality", name="profile_schema", node=QualityProfile)
