@@ -1,0 +1,33 @@
+"""`python -m data_pipeline [hydra overrides]`: raw corpora in, token shards + manifest + report out."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# datatrove logs through loguru at DEBUG by default; the console shows progress bars and the report,
+# the full logs go to <output_dir>/logs/<stage>/logs/. Must be set before loguru is imported.
+os.environ.setdefault("LOGURU_LEVEL", "WARNING")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from data_pipeline.config import ConfigError, PreprocessConfig, register_configs  # noqa: E402
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="preprocess")
+def main(dict_cfg: DictConfig) -> None:
+    from data_pipeline.run import run_pipeline
+
+    cfg: PreprocessConfig = OmegaConf.to_object(dict_cfg)
+    try:
+        run_pipeline(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Run a list of stages with datatrove's local (multiprocess) or Slurm executor.
+
+Each stage gets its own logging folder (`<output>/logs/<stage>`) holding datatrove's completion
+markers, so a rerun skips every task that finished, and its per-task stats, which the report reads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
+from datatrove.executor.base import PipelineExecutor
+from datatrove.pipeline.base import PipelineStep
+
+from data_pipeline.config import ConfigError, ExecutorConfig
+
+
+@dataclass
+class Stage:
+    name: str  # folder-friendly and unique: "01_clean"
+    title: str  # what a person reads in the progress display
+    pipeline: list[PipelineStep]
+    tasks: int
+
+
+class QuietLocalExecutor(LocalPipelineExecutor):
+    """datatrove prints every task's INFO log to the console; here the console shows progress bars and
+    the task logs go only to `logs/<stage>/logs/task_*.log` (errors still reach the console)."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        return super()._run_for_rank(rank, local_rank=max(local_rank, 1), node_rank=node_rank)
+
+
+def logging_dir(output_dir: str | os.PathLike, stage: Stage) -> Path:
+    return Path(output_dir) / "logs" / stage.name
+
+
+def build_executors(stages: list[Stage], cfg: ExecutorConfig, output_dir: str) -> list[PipelineExecutor]:
+    executors: list[PipelineExecutor] = []
+    for stage in stages:
+        depends = executors[-1] if executors else None
+        log_dir = str(logging_dir(output_dir, stage))
+        if cfg.kind == "local":
+            workers = os.cpu_count() if cfg.workers == -1 else cfg.workers
+            executor = QuietLocalExecutor(
+                stage.pipeline, tasks=stage.tasks, workers=max(1, min(workers, stage.tasks)),
+                logging_dir=log_dir, depends=depends,
+            )
+        else:
+            if not cfg.partition:
+                raise ConfigError("executor.partition: the Slurm executor needs a partition")
+            in_venv = sys.prefix != sys.base_prefix
+            executor = SlurmPipelineExecutor(
+                stage.pipeline, tasks=stage.tasks, time=cfg.time, partition=cfg.partition,
+                cpus_per_task=cfg.cpus_per_task, mem_per_cpu_gb=cfg.mem_per_cpu_gb,
+                workers=cfg.workers, job_name=stage.name, qos=cfg.qos, env_command=cfg.env_command,
+                venv_path=os.path.join(sys.prefix, "bin", "activate") if in_venv and not cfg.env_command else None,
+                sbatch_args=dict(cfg.sbatch_args), max_array_size=cfg.max_array_size,
+                depends=depends, logging_dir=log_dir, slurm_logs_folder=str(Path(log_dir) / "slurm_logs"),
+                mail_user=None,
+            )
+        executors.append(executor)
+    return executors
+
+
+def render_slurm_scripts(executors: list[SlurmPipelineExecutor], folder: str | os.PathLike) -> list[Path]:
+    """Write the sbatch script of every stage without submitting anything (executor.dry_run=true)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for executor in executors:
+        command = f"srun -l -n 1 launch_pickled_pipeline {executor.logging_dir.resolve_paths('executor.pik')}"
+        script = executor.get_launch_file_contents(executor.get_sbatch_args(min(executor.tasks, executor.max_array_size)), command)
+        path = folder / f"{executor.job_name}.sbatch"
+        path.write_text(script)
+        paths.append(path)
+    return paths
+
+
+class StageProgress:
+    """Progress bars for a local run: one per stage, advanced as task completion markers appear."""
+
+    def __init__(self, stages: list[Stage], output_dir: str, enabled: bool = True):
+        self.stages, self.output_dir, self.enabled = stages, output_dir, enabled
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _done(self, stage: Stage) -> int:
+        folder = logging_dir(self.output_dir, stage) / "completions"
+        return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+    def _watch(self) -> None:
+        from tqdm import tqdm
+
+        width = max(len(s.title) for s in self.stages)
+        for i, stage in enumerate(self.stages, 1):
+            desc = f"[{i:>2}/{len(self.stages)}] {stage.title:<{width}}"
+            with tqdm(total=stage.tasks, desc=desc, unit="task", leave=True, file=sys.stderr) as bar:
+                while True:
+                    done = self._done(stage)
+                    bar.update(done - bar.n)
+                    if done >= stage.tasks or self._stop.wait(0.25):
+                        break
+            if self._stop.is_set() and self._done(stage) < stage.tasks:
+                return
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.enabled:
+            self._thread.join(timeout=5)

@@ -1,0 +1,136 @@
+"""The preprocessing pipeline as a list of stages, built from the config.
+
+  clean      read → extract HTML → strip Gutenberg → normalize → language ID → quality → PII
+  exact      hash signatures → find duplicates → filter          (dedup.exact)
+  near       MinHash signatures → buckets → clusters → filter     (dedup.minhash)
+  paragraph  hash signatures → find duplicates → filter          (dedup.paragraph)
+  tokens     tokenizer (train or copy) → tokenize → shuffle + shard + manifest
+  report     stats, bad records and dedup audit → report.json
+
+Stages hand documents to each other as JSON Lines under `<output>/work/`. Every stage that reads
+them uses the same number of tasks, so steps that pair documents by their index in a task
+(MinHash and hash dedup filters) see the same documents in the same order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+from datatrove.pipeline.dedup.minhash import MinhashConfig
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.writers import JsonlWriter
+
+from data_pipeline.config import PreprocessConfig, SourceConfig
+from data_pipeline.dedup import EXACT, PARAGRAPH, FindHashDuplicates, HashDedupFilter, HashSignatures, MinhashAudit
+from data_pipeline.executors import Stage
+from data_pipeline.report import WriteReport
+from data_pipeline.sources import SourceReader, list_source_files
+from data_pipeline.steps import GutenbergStripper, HtmlExtractor, LanguageIdentifier, PiiRedactor, TextNormalizer
+from data_pipeline.steps.meter import Meter
+from data_pipeline.steps.quality import QualityFilters
+from data_pipeline.steps.tokens import MergeShards, PrepareTokenizer, TokenizeDocuments
+from data_pipeline.word_tokenizer import get_word_tokenizer
+
+
+class Layout:
+    """Where everything goes under the output folder."""
+
+    def __init__(self, output_dir: str):
+        self.root = Path(output_dir)
+        self.work = self.root / "work"
+        self.tokenizer = self.root / "tokenizer"
+        self.bad_records = self.work / "bad_records"
+        self.token_parts = self.work / "token_parts"
+        self.audit = self.root / "dedup_audit.jsonl"
+        self.report = self.root / "report.json"
+
+    def docs(self, stage: str) -> Path:
+        return self.work / "docs" / stage
+
+
+def _writer(folder: Path) -> JsonlWriter:
+    return JsonlWriter(str(folder), output_filename="${rank}.jsonl", compression=None)
+
+
+def _reader(folder: Path) -> JsonlReader:
+    return JsonlReader(str(folder), glob_pattern="*.jsonl", compression=None)
+
+
+def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_config: dict) -> list[Stage]:
+    layout = Layout(cfg.output_dir)
+    tasks = cfg.executor.tasks
+    stages: list[Stage] = []
+
+    def add(title: str, pipeline: list, n_tasks: int = tasks) -> None:
+        name = f"{len(stages) + 1:02d}_" + re.sub(r"\W+", "_", title.lower()).strip("_")
+        stages.append(Stage(name=name, title=title, pipeline=pipeline, tasks=n_tasks))
+
+    # clean
+    files = list_source_files(sources)
+    clean = [SourceReader(files, str(layout.bad_records)), Meter("read")]
+    for enabled, step, point in (
+        (cfg.extract.enabled, lambda: HtmlExtractor(cfg.extract), "extract"),
+        (cfg.gutenberg.enabled, lambda: GutenbergStripper(cfg.gutenberg), "gutenberg"),
+        (cfg.normalize.enabled, lambda: TextNormalizer(cfg.normalize, str(layout.bad_records)), "normalize"),
+        (cfg.language.enabled, lambda: LanguageIdentifier(cfg.language), "language"),
+        (True, lambda: QualityFilters(cfg.quality, cfg.word_tokenizer), "quality"),
+        (cfg.pii.enabled, lambda: PiiRedactor(cfg.pii), "pii"),
+    ):
+        if enabled:
+            clean += [step(), Meter(point)]
+    docs = layout.docs("clean")
+    add("clean: read, extract, filter", clean + [_writer(docs)], min(tasks, len(files)))
+
+    # exact and paragraph dedup share one mechanism
+    def hash_dedup(kind: str, label: str, **filter_options) -> None:
+        nonlocal docs
+        work = str(layout.work / kind)
+        find_tasks = cfg.dedup.find_tasks
+        add(f"{label}: signatures", [_reader(docs), HashSignatures(work, kind, find_tasks, filter_options.get("min_part_chars", 0))])
+        add(f"{label}: find duplicates", [FindHashDuplicates(work, kind, find_tasks)], find_tasks)
+        out = layout.docs(kind)
+        add(f"{label}: filter", [_reader(docs), HashDedupFilter(work, kind, find_tasks, **filter_options), Meter(kind), _writer(out)])
+        docs = out
+
+    if cfg.dedup.exact.enabled:
+        hash_dedup(EXACT, "exact dedup")
+
+    if cfg.dedup.minhash.enabled:
+        mh = cfg.dedup.minhash
+        mh_config = MinhashConfig(n_grams=mh.n_grams, num_buckets=mh.num_buckets, hashes_per_bucket=mh.hashes_per_bucket, seed=mh.seed)
+        work = layout.work / "minhash"
+        audit = MinhashAudit(str(work / "audit"))
+        language = get_word_tokenizer(cfg.word_tokenizer)
+        add("near dedup: minhash signatures", [_reader(docs), MinhashDedupSignature(str(work / "signatures"), config=mh_config, language=language)])
+        add("near dedup: buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=mh_config)], mh.num_buckets)
+        add("near dedup: clusters", [MinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=mh_config, save_cluster_id=True)], 1)
+        out = layout.docs("near")
+        add("near dedup: filter", [
+            _reader(docs),
+            MinhashDedupFilter(str(work / "remove_ids"), exclusion_writer=audit.removed_writer(), load_cluster_ids=True),
+            audit.keeper_log(),
+            Meter("near"),
+            _writer(out),
+        ])
+        docs = out
+
+    if cfg.dedup.paragraph.enabled:
+        para = cfg.dedup.paragraph
+        hash_dedup(PARAGRAPH, "paragraph dedup", min_part_chars=para.min_chars, min_doc_chars_after=para.min_doc_chars_after)
+
+    tok = cfg.tokenizer
+    add("tokenizer", [_reader(docs), PrepareTokenizer(str(layout.tokenizer), tok.path, tok.vocab_size, tok.min_frequency,
+                                                     tok.eos_token, tok.train_max_chars)], 1)
+    add("tokenize", [_reader(docs), TokenizeDocuments(str(layout.tokenizer), str(layout.token_parts), tok.eos_token,
+                                                      cfg.shards.seed, cfg.shards.val_fraction, tok.batch_size)])
+    add("shard + manifest", [MergeShards(str(layout.token_parts), str(layout.root), str(layout.tokenizer), tok.eos_token,
+                                         cfg.shards.seed, cfg.shards.max_tokens_per_shard, cfg.shards.formats, resolved_config)], 1)
+    add("report", [WriteReport(str(layout.root), [s.name for s in stages], print_table=cfg.executor.kind == "slurm")], 1)
+    return stages
+
+
+def config_to_dict(cfg: PreprocessConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,88 @@
+"""Quality filters with per-source thresholds.
+
+Each source names a quality profile (by default the profile named like its kind). The step builds
+datatrove's Gopher quality, Gopher repetition, C4 and FineWeb filters once per profile and runs a
+document through the filters of its own profile, recording which filter removed it and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
+from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from data_pipeline.config import QualityProfile
+from data_pipeline.word_tokenizer import get_word_tokenizer
+
+
+def build_filters(profile: QualityProfile, word_tokenizer: str) -> list[tuple[str, BaseFilter]]:
+    """The enabled filters of a profile, in the order they run (cheapest decisions first)."""
+    language = get_word_tokenizer(word_tokenizer)
+    filters: list[tuple[str, BaseFilter]] = []
+
+    def options(section) -> dict:
+        opts = asdict(section)
+        opts.pop("enabled")
+        return opts
+
+    if profile.gopher_repetition.enabled:
+        opts = options(profile.gopher_repetition)
+        opts["top_n_grams"] = tuple((int(n), float(f)) for n, f in opts["top_n_grams"])
+        opts["dup_n_grams"] = tuple((int(n), float(f)) for n, f in opts["dup_n_grams"])
+        filters.append(("gopher_repetition", GopherRepetitionFilter(**opts, language=language)))
+    if profile.gopher_quality.enabled:
+        filters.append(("gopher_quality", GopherQualityFilter(**options(profile.gopher_quality), language=language)))
+    if profile.c4.enabled:
+        filters.append(("c4", C4QualityFilter(**options(profile.c4), language=language)))
+    if profile.fineweb.enabled:
+        filters.append(("fineweb", FineWebQualityFilter(**options(profile.fineweb), language=language)))
+    return filters
+
+
+class QualityFilters(PipelineStep):
+    """Routes each document through the filters of `metadata["quality_profile"]`.
+
+    Stats: `removed/<profile>/<filter>` per removed document and `reason/<filter>/<reason>` with the
+    filter's own reason, so the report can say what each filter removed.
+    """
+
+    name = "quality filters"
+    type = "🔻 - FILTER"
+
+    def __init__(self, profiles: dict[str, QualityProfile], word_tokenizer: str = "fast"):
+        super().__init__()
+        self.profiles = profiles
+        self.word_tokenizer = word_tokenizer
+        self._filters: dict[str, list[tuple[str, BaseFilter]]] | None = None
+
+    def _filters_for(self, profile: str) -> list[tuple[str, BaseFilter]]:
+        if self._filters is None:
+            self._filters = {name: build_filters(p, self.word_tokenizer) for name, p in self.profiles.items()}
+        return self._filters[profile]
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            profile = doc.metadata["quality_profile"]
+            with self.track_time():
+                verdict = None
+                for filter_name, doc_filter in self._filters_for(profile):
+                    result = doc_filter.filter(doc)
+                    keep, reason = result if isinstance(result, tuple) else (result, None)
+                    if not keep:
+                        verdict = (filter_name, reason or "rejected")
+                        break
+            if verdict is not None:
+                filter_name, reason = verdict
+                self.stat_update(f"removed/{profile}/{filter_name}", "dropped")
+                self.stat_update(f"reason/{filter_name}/{reason}")
+                continue
+            self.stat_update("forwarded")
+            yield doc
