@@ -23,6 +23,7 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
+from data_pipeline.bad_records import BadRecordLog
 from data_pipeline.config import PreprocessConfig, SourceConfig
 from data_pipeline.dedup import EXACT, PARAGRAPH, FindHashDuplicates, HashDedupFilter, HashSignatures, MinhashAudit
 from data_pipeline.executors import Stage
@@ -70,11 +71,12 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
 
     # clean
     files = list_source_files(sources)
-    clean = [SourceReader(files, str(layout.bad_records)), Meter("read")]
+    bad_records = BadRecordLog(layout.bad_records)
+    clean = [SourceReader(files, bad_records), Meter("read")]
     for enabled, step, point in (
-        (cfg.extract.enabled, lambda: HtmlExtractor(cfg.extract), "extract"),
+        (cfg.extract.enabled, lambda: HtmlExtractor(cfg.extract, bad_records), "extract"),
         (cfg.gutenberg.enabled, lambda: GutenbergStripper(cfg.gutenberg), "gutenberg"),
-        (cfg.normalize.enabled, lambda: TextNormalizer(cfg.normalize, str(layout.bad_records)), "normalize"),
+        (cfg.normalize.enabled, lambda: TextNormalizer(cfg.normalize, bad_records), "normalize"),
         (cfg.language.enabled, lambda: LanguageIdentifier(cfg.language), "language"),
         (True, lambda: QualityFilters(cfg.quality, cfg.word_tokenizer), "quality"),
         (cfg.pii.enabled, lambda: PiiRedactor(cfg.pii), "pii"),

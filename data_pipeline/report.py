@@ -34,7 +34,10 @@ def merged_stage_stats(stage_log_dir: Path) -> PipelineStats:
 
 
 def _total(metric) -> float:
-    return metric.total
+    """A stat as read back from JSON: a bare number, or a dict of summary values."""
+    if isinstance(metric, dict):
+        return metric["total"]
+    return getattr(metric, "total", metric)
 
 
 def build_report(output_dir: str | os.PathLike, stage_names: list[str]) -> dict:

@@ -35,8 +35,8 @@ def build_filters(profile: QualityProfile, word_tokenizer: str) -> list[tuple[st
 
     if profile.gopher_repetition.enabled:
         opts = options(profile.gopher_repetition)
-        opts["top_n_grams"] = tuple((int(n), float(f)) for n, f in opts["top_n_grams"])
-        opts["dup_n_grams"] = tuple((int(n), float(f)) for n, f in opts["dup_n_grams"])
+        opts["top_n_grams"] = tuple(sorted(opts["top_n_grams"].items()))
+        opts["dup_n_grams"] = tuple(sorted(opts["dup_n_grams"].items()))
         filters.append(("gopher_repetition", GopherRepetitionFilter(**opts, language=language)))
     if profile.gopher_quality.enabled:
         filters.append(("gopher_quality", GopherQualityFilter(**options(profile.gopher_quality), language=language)))

@@ -1,0 +1,41 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+
+# the same quiet console as `python -m data_pipeline`
+os.environ.setdefault("LOGURU_LEVEL", "WARNING")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pipeline_command(output_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "data_pipeline", f"output_dir={output_dir}", "progress=false", *overrides]
+
+
+def run_pipeline_cli(output_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(pipeline_command(output_dir, *overrides), cwd=ROOT, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def read_docs(folder: Path) -> list[dict]:
+    docs = []
+    for path in sorted(folder.glob("*.jsonl")):
+        docs += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return docs
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> Path:
+    """The whole pipeline on the bundled sample, once per test session."""
+    out = tmp_path_factory.mktemp("sample_run") / "out"
+    run_pipeline_cli(out, f"input_dir={SAMPLE}", "executor.tasks=3", "tokenizer.vocab_size=2048", "shards.formats=[datatrove,megatron]",
+                     "shards.max_tokens_per_shard=400000")
+    return out
