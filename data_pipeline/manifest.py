@@ -34,7 +34,8 @@ def build(*, tokenizer_folder: Path, vocab_size: int, eos_token: str, eos_id: in
     for split, sources in splits.items():
         out_sources = {}
         for source, shards in sources.items():
-            shard_dicts = [asdict(s) for s in shards]
+            # shard paths relative to the manifest's folder; companion files sit beside their shard
+            shard_dicts = [{**asdict(s), "path": f"{split}/{s.path}"} for s in shards]
             out_sources[source] = {
                 "documents": sum(s["documents"] for s in shard_dicts),
                 "tokens": sum(s["tokens"] for s in shard_dicts),

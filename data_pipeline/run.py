@@ -54,7 +54,9 @@ def guard_output_dir(cfg: PreprocessConfig, config: dict) -> None:
 def run_pipeline(cfg: PreprocessConfig) -> dict | None:
     sources = validate(cfg)
     config = _output_defining_config(cfg)
-    stages = build_stages(cfg, sources, resolved_config=config)  # lists every input file: path errors surface here
+    # the manifest records what defines the shards, not where they were written: equal runs, equal bytes
+    manifest_config = {k: v for k, v in config.items() if k != "output_dir"}
+    stages = build_stages(cfg, sources, resolved_config=manifest_config)  # lists input files: path errors surface here
     guard_output_dir(cfg, config)
     executors = build_executors(stages, cfg.executor, cfg.output_dir)
     layout = Layout(cfg.output_dir)
