@@ -24,7 +24,7 @@ def _output_defining_config(cfg: PreprocessConfig) -> dict:
         for key in path[:-1]:
             node = node[key]
         node.pop(path[-1], None)
-    return config
+    return json.loads(json.dumps(config))  # as it reads back from run_config.json (int keys become str)
 
 
 def _first_difference(a, b, prefix: str = "") -> str:

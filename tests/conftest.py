@@ -14,6 +14,16 @@ os.environ.setdefault("LOGURU_LEVEL", "WARNING")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+SAMPLE_OVERRIDES = (f"input_dir={SAMPLE}", "executor.tasks=3", "tokenizer.vocab_size=2048",
+                    "shards.formats=[datatrove,megatron]", "shards.max_tokens_per_shard=400000")
+# what a run must reproduce byte for byte
+OUTPUT_FILES = ("manifest.json", "dedup_audit.jsonl", "tokenizer/*", "train/*", "val/*")
+
+
+def output_bytes(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for pattern in OUTPUT_FILES for p in sorted(out.glob(pattern))}
+
+
 def pipeline_command(output_dir: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "data_pipeline", f"output_dir={output_dir}", "progress=false", *overrides]
 
@@ -36,6 +46,5 @@ def read_docs(folder: Path) -> list[dict]:
 def sample_run(tmp_path_factory) -> Path:
     """The whole pipeline on the bundled sample, once per test session."""
     out = tmp_path_factory.mktemp("sample_run") / "out"
-    run_pipeline_cli(out, f"input_dir={SAMPLE}", "executor.tasks=3", "tokenizer.vocab_size=2048", "shards.formats=[datatrove,megatron]",
-                     "shards.max_tokens_per_shard=400000")
+    run_pipeline_cli(out, *SAMPLE_OVERRIDES)
     return out

@@ -11,6 +11,7 @@ validation document stays in train.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,8 @@ class MergeShards(PipelineStep):
         tokenizer = load_tokenizer(self.tokenizer_folder, self.eos_token)
         vocab_size = tokenizer.get_vocab_size()
         splits: dict[str, dict[str, list]] = {}
+        for split in SPLITS:  # a rerun rewrites every shard: none of an earlier attempt may linger
+            shutil.rmtree(self.output_folder / split, ignore_errors=True)
         for split in SPLITS:
             for source_folder in sorted(p for p in (self.parts_folder / split).glob("*") if p.is_dir()):
                 source = source_folder.name

@@ -1,0 +1,45 @@
+"""Bad configuration fails in seconds, before any work, with a message naming the key."""
+
+import pytest
+
+from .conftest import SAMPLE, run_pipeline_cli
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["dedup.minhash.ngrams=3"], "dedup.minhash.ngrams"),
+        (["dedup.minhash.n_grams=five"], "dedup.minhash.n_grams"),
+        (["input_dir=/does/not/exist"], "input_dir"),
+        (["input_dir=null", "sources=[{name: x, kind: podcasts, paths: [data/sample/news]}]"], "sources[0].kind"),
+        (["input_dir=null", "sources=[{name: x, kind: news, paths: [/no/such/file.jsonl]}]"], "sources[0].paths"),
+        (["shards.formats=[parquet]"], "shards.formats"),
+        (["word_tokenizer=nltk"], "word_tokenizer"),
+    ],
+)
+def test_bad_config_is_a_clear_error_before_any_work(tmp_path, overrides, message):
+    proc = run_pipeline_cli(tmp_path / "out", *overrides, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not (tmp_path / "out" / "work").exists()
+
+
+def test_empty_input_is_a_clear_error(tmp_path):
+    (tmp_path / "in" / "news").mkdir(parents=True)
+    proc = run_pipeline_cli(tmp_path / "out", f"input_dir={tmp_path / 'in'}", check=False)
+    assert proc.returncode == 2 and "no readable input files" in proc.stderr
+
+
+def test_slurm_executor_renders_its_job_arrays_without_submitting(tmp_path):
+    out = tmp_path / "out"
+    proc = run_pipeline_cli(out, f"input_dir={SAMPLE}", "executor=slurm", "executor.partition=cpu",
+                            "executor.tasks=8", "executor.dry_run=true", "executor.time=01:00:00")
+    assert "nothing submitted" in proc.stdout
+    scripts = sorted((out / "slurm_scripts").glob("*.sbatch"))
+    assert [s.name for s in scripts][:2] == ["01_clean_read_extract_filter.sbatch", "02_exact_dedup_signatures.sbatch"]
+    clean = scripts[0].read_text()
+    assert "#SBATCH --partition=cpu" in clean and "#SBATCH --time=01:00:00" in clean
+    assert "#SBATCH --array=0-7" in clean
+    assert "--qos" not in clean  # optional: many clusters have none
+    assert "#SBATCH --array=0-3" in scripts[2].read_text()  # dedup.find_tasks=4 hash buckets
+    assert "launch_pickled_pipeline" in clean and "--requeue" in clean
