@@ -175,7 +175,7 @@ def _glob_base(pattern: str) -> str:
 
 def _walk(folder: str) -> Iterator[str]:
     """Files under `folder`, recursively, leaving out hidden files and folders."""
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):  # data folders are often links
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             if not name.startswith("."):

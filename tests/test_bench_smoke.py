@@ -1,0 +1,29 @@
+"""Every benchmark runs in its smoke size: it works and checks what it asserts (not its speed)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_bench(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_pipeline_speed_smoke_asserts_identical_decisions():
+    out = run_bench("pipeline_speed.py", "--smoke", "--tasks", "2")
+    assert "paragraph: identical decisions" in out and "documents per CPU-second" in out
+
+
+def test_tokenize_speed_smoke():
+    assert "ratio" in run_bench("tokenize_speed.py", "--smoke", "--repeats", "1")
+
+
+def test_scaling_smoke():
+    assert "the CPU time of 1x" in run_bench("scaling.py", "--smoke", "--tasks", "2")
