@@ -1,0 +1,1 @@
+"""Pretraining a decoder-only Transformer on the data pipeline's token shards."""
