@@ -1,0 +1,170 @@
+"""Checkpoints: DeepSpeed's sharded state plus the trainer's own (step, data state, RNG, W&B run id).
+
+A checkpoint is `<dir>/step_00000100/`. Every rank writes its part, then rank 0 writes
+`trainer_state.json` and, last, the `COMPLETE` marker: a crash at any point of a save leaves a folder
+without the marker, which `latest_complete` ignores and the next save of that step replaces.
+Resuming on another number of ranks goes through DeepSpeed's universal checkpoint format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+COMPLETE = "COMPLETE"
+STATE_FILE = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step_(\d{8})$")
+
+
+def step_tag(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / COMPLETE).exists()]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+
+
+def latest_complete(root: str | os.PathLike) -> Path | None:
+    found = complete_checkpoints(root)
+    return found[-1] if found else None
+
+
+def resolve_resume(resume: str, root: str | os.PathLike) -> Path | None:
+    """`auto`: the latest complete checkpoint under `root`, if any; `none`: start fresh; else a path."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        return latest_complete(root)
+    path = Path(resume)
+    if not (path / COMPLETE).exists():
+        raise FileNotFoundError(f"checkpoint.resume: {path} is not a complete checkpoint (no {COMPLETE} marker)")
+    return path
+
+
+def read_state(path: str | os.PathLike) -> dict:
+    return json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save(engine, root: str | os.PathLike, step: int, trainer_state: dict, rank: int, keep_last: int) -> Path:
+    """Collective: every rank calls it at the same step."""
+    root = Path(root)
+    path = root / step_tag(step)
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if path.exists():  # an earlier attempt at this step that did not complete
+            shutil.rmtree(path)
+    _barrier()
+    engine.save_checkpoint(str(root), tag=step_tag(step))
+    torch.save(rng_state(), path / f"rng_rank{rank:05d}.pt")
+    _barrier()
+    if rank == 0:
+        _atomic_write(path / STATE_FILE, json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
+        _atomic_write(path / COMPLETE, f"{step}\n")
+        for old in complete_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old.with_name(old.name + "_universal"), ignore_errors=True)
+    _barrier()
+    return path
+
+
+def universal_path(path: Path) -> Path:
+    return path.with_name(path.name + "_universal")
+
+
+def convert_to_universal(path: Path, rank: int) -> Path:
+    """Rank 0 converts a ZeRO checkpoint to DeepSpeed's universal format (once); all ranks wait."""
+    out = universal_path(path)
+    if rank == 0 and not (out / COMPLETE).exists():
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(path),
+               "--output_folder", str(out), "--inject_missing_state"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"converting {path} to a universal checkpoint failed:\n{proc.stderr[-3000:]}")
+        _atomic_write(out / COMPLETE, "universal\n")
+    _barrier()
+    return out
+
+
+def load(engine, path: Path, rank: int, universal: bool) -> dict:
+    """Load model, optimizer and scheduler state into the engine; restore this rank's RNG state.
+    Returns the trainer state (step, data state, W&B run id, ...)."""
+    tag_path = universal_path(path) if universal else path
+    load_path, _ = engine.load_checkpoint(str(tag_path.parent), tag=tag_path.name, load_lr_scheduler_states=True)
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed could not load the checkpoint {tag_path}")
+    rng_file = path / f"rng_rank{rank:05d}.pt"
+    if rng_file.exists():  # a rank that did not exist before the world size changed starts from its seed
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    return read_state(path)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder itself, or the latest complete one in a checkpoints folder."""
+    path = Path(path)
+    if (path / COMPLETE).exists():
+        return path
+    latest = latest_complete(path)
+    if latest is None:
+        raise FileNotFoundError(f"{path}: not a complete checkpoint, and no complete checkpoint in it")
+    return latest
+
+
+def consolidated_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """fp32 weights of the whole model from a (possibly ZeRO-partitioned) DeepSpeed checkpoint."""
+    if list(path.glob("*zero_pp_rank_*optim_states.pt")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)
+    states = torch.load(path / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    return {k: v.float() for k, v in states["module"].items()}
+
+
+def load_model(path: str | os.PathLike):
+    """(model in fp32 on CPU, its ModelConfig, the trainer state) of a checkpoint, for tools."""
+    from pretrain.model import ModelConfig, Transformer
+
+    path = resolve_checkpoint(path)
+    state = read_state(path)
+    cfg = ModelConfig.from_dict(state["model_config"])
+    model = Transformer(cfg)
+    model.load_state_dict(consolidated_state_dict(path), strict=True)
+    return model, cfg, state

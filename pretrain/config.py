@@ -1,0 +1,448 @@
+"""Typed configuration of the trainer, and the DeepSpeed JSON derived from it.
+
+The dataclasses below are the Hydra schema (registered in the ConfigStore by `register_configs`,
+primary config `conf/train.yaml`): an unknown key or a wrong type fails while Hydra composes the
+config, naming the key. `validate(cfg, world_size)` then checks what types cannot express (ranges,
+known kinds, the batch arithmetic) before any model is built. `deepspeed_config` turns the one
+config into DeepSpeed's JSON, so no setting lives in two places.
+
+This module imports neither torch nor deepspeed (a bad config fails in well under a second).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Sequence
+
+from omegaconf import II, MISSING
+
+# the one error type of the project: the message names the key
+from data_pipeline.config import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+ZERO_STAGES = (0, 1, 2, 3)
+OFFLOAD_DEVICES = ("none", "cpu")
+PRECISIONS = ("fp32", "bf16")
+LOGGING_MODES = ("online", "offline", "disabled")
+
+# DeepSpeed keys that have a typed counterpart here: `deepspeed.extra` may not set them.
+# key -> (the setting to use instead, the sub-key it owns: the others may be set, None = the whole key)
+_OWNED_DS_KEYS = {
+    "train_batch_size": ("batch.global_batch_size", None),
+    "train_micro_batch_size_per_gpu": ("batch.micro_batch_size", None),
+    "gradient_accumulation_steps": ("batch.grad_accum_steps", None),
+    "gradient_clipping": ("optim.grad_clip", None),
+    "bf16": ("deepspeed.precision", "enabled"),
+    "fp16": ("deepspeed.precision (fp32 | bf16)", None),
+    "optimizer": ("optim.* (the trainer passes a client torch.optim.AdamW: exact resume needs it)", None),
+    "scheduler": ("optim.* (the trainer schedules the learning rate itself)", None),
+}
+_OWNED_ZERO_KEYS = {
+    "stage": ("deepspeed.zero_stage", None),
+    "offload_optimizer": ("deepspeed.offload_optimizer", "device"),
+    "offload_param": ("deepspeed.offload_param", "device"),
+}
+
+
+@dataclass
+class ModelSection:
+    """The fields of `pretrain.model.ModelConfig`; `vocab_size: null` takes it from the data manifest."""
+
+    vocab_size: Optional[int] = None
+    dim: int = MISSING
+    n_layers: int = MISSING
+    n_heads: int = MISSING
+    n_kv_heads: int = MISSING
+    ffn_hidden_dim: Optional[int] = None  # null: Llama's rule, 8/3 * dim rounded up to multiple_of
+    multiple_of: int = 256
+    max_seq_len: int = 2048
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+
+    def model_kwargs(self, vocab_size: Optional[int] = None) -> dict[str, Any]:
+        """Keyword arguments for `ModelConfig`; `vocab_size` fills in a null `model.vocab_size`."""
+        out = dataclasses.asdict(self)
+        if out["vocab_size"] is None:
+            out["vocab_size"] = vocab_size
+        _require(out["vocab_size"] is not None, "model.vocab_size",
+                 "null and no vocabulary size given (it comes from the data manifest)")
+        return out
+
+
+@dataclass
+class OptimSection:
+    """AdamW with linear warmup then cosine decay to lr * min_lr_ratio."""
+
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+
+
+@dataclass
+class DataSection:
+    path: str = "outputs/data"  # the shard folder holding manifest.json (python -m data_pipeline's output_dir)
+    seq_len: int = II("model.max_seq_len")
+    # source name (as in the manifest) -> sampling weight; empty = every source, in proportion to its tokens
+    weights: dict[str, float] = field(default_factory=dict)
+    seed: int = 1234
+
+
+@dataclass
+class DeepSpeedSection:
+    zero_stage: int = 2  # 0 | 1 | 2 | 3
+    offload_optimizer: str = "none"  # none | cpu (ZeRO 1-3)
+    offload_param: str = "none"  # none | cpu (ZeRO-3 only)
+    precision: str = "bf16"  # fp32 | bf16
+    # deep-merged last into the generated JSON; a null value removes that key
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BatchSection:
+    """global = micro * grad_accum * data-parallel world size: give any two (null = derived), or all three consistent.
+
+    Only micro_batch_size given: grad_accum_steps = 1.
+    """
+
+    micro_batch_size: Optional[int] = 8  # sequences per rank per forward/backward
+    grad_accum_steps: Optional[int] = None
+    global_batch_size: Optional[int] = None  # sequences per optimizer step, all ranks together
+
+
+@dataclass
+class LoggingSection:
+    mode: str = "offline"  # online | offline | disabled (W&B mode; the console always logs)
+    project: str = "llm-pretrain"
+    entity: Optional[str] = None
+    run_name: Optional[str] = None
+    log_every: int = 10  # steps
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckpointSection:
+    dir: str = "${output_dir}/checkpoints"
+    every_steps: int = 500  # 0 = no periodic checkpoints
+    keep_last: int = 3  # 0 = keep all
+    resume: str = "auto"  # auto (latest in dir, if any) | none | PATH of a checkpoint
+
+
+@dataclass
+class EvalSection:
+    every_steps: int = 200  # 0 = no periodic evaluation
+    batches: int = 20  # validation batches per evaluation, per rank
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    data: DataSection = field(default_factory=DataSection)
+    deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
+    batch: BatchSection = field(default_factory=BatchSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    seed: int = 1234
+    max_steps: int = 1000
+    activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile the model
+    threads_per_rank: int = 1  # torch.set_num_threads; more threads than cores collapse CPU throughput
+    output_dir: str = "outputs/train"
+    peak_tflops: Optional[float] = None  # per device, for MFU; null = look the device up
+
+
+class BatchSizes(NamedTuple):
+    micro_batch_size: int
+    grad_accum_steps: int
+    global_batch_size: int
+
+
+def _require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and value != MISSING
+
+
+def derive_batch(batch: BatchSection, world_size: int) -> BatchSizes:
+    """(micro, grad_accum, global) from the given two (or three, checked) and the data-parallel world size."""
+    _require(isinstance(world_size, int) and world_size >= 1, "world_size", f"{world_size!r}: must be a positive integer")
+    micro, accum, glob = batch.micro_batch_size, batch.grad_accum_steps, batch.global_batch_size
+    for key, value in (("micro_batch_size", micro), ("grad_accum_steps", accum), ("global_batch_size", glob)):
+        _require(value is None or value >= 1, f"batch.{key}", f"{value}: must be positive (or null = derived)")
+    given = (f"batch.micro_batch_size={micro}, batch.grad_accum_steps={accum}, "
+             f"batch.global_batch_size={glob}, world size {world_size}")
+    if micro is not None and accum is not None:
+        if glob is not None and glob != micro * accum * world_size:
+            raise ConfigError(
+                f"batch.global_batch_size, batch.micro_batch_size, batch.grad_accum_steps: inconsistent: "
+                f"{glob} != {micro} * {accum} * {world_size} (micro * grad_accum * world size); "
+                f"set one of them to null to derive it (e.g. batch.micro_batch_size=null)")
+        return BatchSizes(micro, accum, micro * accum * world_size)
+    if micro is not None and glob is not None:
+        _require(glob % (micro * world_size) == 0, "batch.global_batch_size",
+                 f"{glob} is not a multiple of batch.micro_batch_size * world size = {micro} * {world_size} ({given})")
+        return BatchSizes(micro, glob // (micro * world_size), glob)
+    if accum is not None and glob is not None:
+        _require(glob % (accum * world_size) == 0, "batch.global_batch_size",
+                 f"{glob} is not a multiple of batch.grad_accum_steps * world size = {accum} * {world_size} ({given})")
+        return BatchSizes(glob // (accum * world_size), accum, glob)
+    if micro is not None:
+        return BatchSizes(micro, 1, micro * world_size)
+    raise ConfigError(f"batch.micro_batch_size: give it, or both batch.grad_accum_steps and "
+                      f"batch.global_batch_size ({given})")
+
+
+def _validate_model(m: ModelSection) -> None:
+    for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len"):
+        value = getattr(m, name)
+        _require(_is_set(value), f"model.{name}", "missing: pick a model preset (model=tiny|125m|350m|1.3b|7b) or set it")
+        _require(value >= 1, f"model.{name}", f"{value}: must be positive")
+    _require(m.vocab_size is None or m.vocab_size >= 1, "model.vocab_size", f"{m.vocab_size}: must be positive (or null)")
+    _require(m.ffn_hidden_dim is None or m.ffn_hidden_dim >= 1, "model.ffn_hidden_dim",
+             f"{m.ffn_hidden_dim}: must be positive (or null)")
+    _require(m.dim % m.n_heads == 0, "model.n_heads", f"model.dim={m.dim} is not divisible by model.n_heads={m.n_heads}")
+    _require(m.n_heads % m.n_kv_heads == 0, "model.n_kv_heads",
+             f"model.n_heads={m.n_heads} is not divisible by model.n_kv_heads={m.n_kv_heads}")
+    _require((m.dim // m.n_heads) % 2 == 0, "model.n_heads", f"head dim {m.dim // m.n_heads} must be even (RoPE)")
+    for name in ("rope_theta", "norm_eps", "init_std"):
+        _require(getattr(m, name) > 0, f"model.{name}", f"{getattr(m, name)}: must be positive")
+
+
+def _check_owned(section: Any, owned: dict, prefix: str) -> None:
+    if not isinstance(section, dict):
+        return
+    for key, (instead, sub_key) in owned.items():
+        if key not in section:
+            continue
+        value = section[key]
+        clash = sub_key is None or not isinstance(value, dict) or sub_key in value
+        what = key if sub_key is None or not isinstance(value, dict) else f"{key}.{sub_key}"
+        _require(not clash, f"{prefix}.{what}", f"generated from the config: set {instead} instead")
+
+
+def _validate_extra(extra: dict) -> None:
+    _check_owned(extra, _OWNED_DS_KEYS, "deepspeed.extra")
+    _check_owned(extra.get("zero_optimization"), _OWNED_ZERO_KEYS, "deepspeed.extra.zero_optimization")
+
+
+def validate(cfg: TrainConfig, world_size: int) -> BatchSizes:
+    """Check everything types cannot, before any model is built; return the derived batch sizes."""
+    _require(cfg.seed >= 0, "seed", f"{cfg.seed}: must be >= 0")
+    _require(cfg.max_steps >= 1, "max_steps", f"{cfg.max_steps}: must be positive")
+    _require(cfg.threads_per_rank >= 1, "threads_per_rank", f"{cfg.threads_per_rank}: must be positive")
+    _require(bool(cfg.output_dir), "output_dir", "empty")
+    _require(cfg.peak_tflops is None or cfg.peak_tflops > 0, "peak_tflops", f"{cfg.peak_tflops}: must be positive (or null)")
+    _validate_model(cfg.model)
+
+    o = cfg.optim
+    _require(o.lr > 0, "optim.lr", f"{o.lr}: must be positive")
+    _require(0.0 <= o.min_lr_ratio <= 1.0, "optim.min_lr_ratio", f"{o.min_lr_ratio}: must be in [0, 1]")
+    _require(o.warmup_steps >= 0, "optim.warmup_steps", f"{o.warmup_steps}: must be >= 0")
+    _require(o.weight_decay >= 0, "optim.weight_decay", f"{o.weight_decay}: must be >= 0")
+    _require(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), "optim.betas",
+             f"{list(o.betas)}: expected two values in [0, 1)")
+    _require(o.eps > 0, "optim.eps", f"{o.eps}: must be positive")
+    _require(o.grad_clip >= 0, "optim.grad_clip", f"{o.grad_clip}: must be >= 0 (0 = no clipping)")
+
+    d = cfg.data
+    _require(bool(d.path), "data.path", "empty: the shard folder with manifest.json")
+    _require(isinstance(d.seq_len, int), "data.seq_len", f"{d.seq_len!r}: not an integer (interpolations resolve when "
+             "Hydra composes the config; built in Python, set it)")
+    _require(d.seq_len >= 1, "data.seq_len", f"{d.seq_len}: must be positive")
+    _require(d.seq_len <= cfg.model.max_seq_len, "data.seq_len",
+             f"{d.seq_len} is longer than model.max_seq_len={cfg.model.max_seq_len}")
+    for name, weight in d.weights.items():
+        _require(weight >= 0, f"data.weights.{name}", f"{weight}: must be >= 0")
+    _require(not d.weights or sum(d.weights.values()) > 0, "data.weights", "all weights are 0")
+
+    ds = cfg.deepspeed
+    _require(ds.zero_stage in ZERO_STAGES, "deepspeed.zero_stage", f"{ds.zero_stage}: expected one of {ZERO_STAGES}")
+    _require(ds.offload_optimizer in OFFLOAD_DEVICES, "deepspeed.offload_optimizer",
+             f"{ds.offload_optimizer!r}: expected one of {OFFLOAD_DEVICES}")
+    _require(ds.offload_param in OFFLOAD_DEVICES, "deepspeed.offload_param",
+             f"{ds.offload_param!r}: expected one of {OFFLOAD_DEVICES}")
+    _require(ds.precision in PRECISIONS, "deepspeed.precision", f"{ds.precision!r}: expected one of {PRECISIONS}")
+    _require(ds.offload_optimizer == "none" or ds.zero_stage >= 1, "deepspeed.offload_optimizer",
+             f"needs ZeRO stage 1, 2 or 3 (deepspeed.zero_stage={ds.zero_stage})")
+    _require(ds.offload_param == "none" or ds.zero_stage == 3, "deepspeed.offload_param",
+             f"needs ZeRO stage 3 (deepspeed.zero_stage={ds.zero_stage})")
+    _validate_extra(ds.extra)
+
+    sizes = derive_batch(cfg.batch, world_size)
+
+    lg = cfg.logging
+    _require(lg.mode in LOGGING_MODES, "logging.mode", f"{lg.mode!r}: expected one of {LOGGING_MODES}")
+    _require(bool(lg.project), "logging.project", "empty")
+    _require(lg.log_every >= 1, "logging.log_every", f"{lg.log_every}: must be positive")
+
+    ck = cfg.checkpoint
+    _require(bool(ck.dir), "checkpoint.dir", "empty")
+    _require(ck.every_steps >= 0, "checkpoint.every_steps", f"{ck.every_steps}: must be >= 0 (0 = off)")
+    _require(ck.keep_last >= 0, "checkpoint.keep_last", f"{ck.keep_last}: must be >= 0 (0 = keep all)")
+    _require(bool(ck.resume), "checkpoint.resume", "empty: expected auto, none or a checkpoint path")
+    if ck.resume not in ("auto", "none"):
+        _require(Path(ck.resume).exists(), "checkpoint.resume", f"{ck.resume} does not exist (or use auto | none)")
+
+    _require(cfg.eval.every_steps >= 0, "eval.every_steps", f"{cfg.eval.every_steps}: must be >= 0 (0 = off)")
+    _require(cfg.eval.batches >= 1, "eval.batches", f"{cfg.eval.batches}: must be positive")
+
+    return sizes
+
+
+def validate_against_manifest(cfg: TrainConfig, manifest: dict) -> int:
+    """Check the config against the shard manifest (`data_pipeline.manifest.read(cfg.data.path)`); return the
+    vocabulary size to build the model with."""
+    data_vocab = int(manifest["tokenizer"]["vocab_size"])
+    sources = set(manifest["splits"].get("train", {}).get("sources", {}))
+    for name in cfg.data.weights:
+        _require(name in sources, f"data.weights.{name}", f"no source {name!r} in {cfg.data.path}; it has {sorted(sources)}")
+    vocab = cfg.model.vocab_size
+    if vocab is None:
+        return data_vocab
+    _require(vocab >= data_vocab, "model.vocab_size",
+             f"{vocab} is smaller than the tokenizer's vocabulary ({data_vocab}, from {cfg.data.path})")
+    return vocab
+
+
+def _on_cpu() -> bool:
+    if os.environ.get("DS_ACCELERATOR") == "cpu":
+        return True
+    import torch  # only here: the config module stays light
+
+    return not torch.cuda.is_available()
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if value is None:
+            base.pop(key, None)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def bucket_size(model: ModelSection) -> int:
+    """ZeRO communication bucket (elements): about two layers' parameters, within [5e6, 5e8]."""
+    return int(min(5e8, max(5e6, 24 * model.dim * model.dim)))
+
+
+def deepspeed_config(cfg: TrainConfig, world_size: int, *, load_universal: bool = False,
+                     on_cpu: Optional[bool] = None) -> dict[str, Any]:
+    """DeepSpeed's JSON, generated from `cfg` (the only source of truth), then `deepspeed.extra` merged in.
+
+    No "optimizer"/"scheduler": the trainer passes a client torch.optim.AdamW (exact resume needs it).
+    `load_universal`: load a universal checkpoint (resuming on another world size).
+    `on_cpu`: null = detect (no CUDA device, or DS_ACCELERATOR=cpu); on CPU nothing is pinned and
+    communication is not overlapped.
+    """
+    sizes = derive_batch(cfg.batch, world_size)
+    ds = cfg.deepspeed
+    if on_cpu is None:
+        on_cpu = _on_cpu()
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.zero_stage >= 1:
+        bucket = bucket_size(cfg.model)
+        zero.update(contiguous_gradients=True, overlap_comm=not on_cpu, reduce_bucket_size=bucket)
+        if ds.zero_stage <= 2:
+            zero.update(allgather_partitions=True, allgather_bucket_size=bucket, reduce_scatter=True)
+        else:
+            zero.update(stage3_prefetch_bucket_size=bucket,
+                        stage3_param_persistence_threshold=10 * cfg.model.dim,
+                        stage3_gather_16bit_weights_on_model_save=False)
+        if ds.offload_optimizer != "none":
+            zero["offload_optimizer"] = {"device": ds.offload_optimizer, "pin_memory": not on_cpu}
+        if ds.offload_param != "none":
+            zero["offload_param"] = {"device": ds.offload_param, "pin_memory": not on_cpu}
+    out: dict[str, Any] = {
+        "train_batch_size": sizes.global_batch_size,
+        "train_micro_batch_size_per_gpu": sizes.micro_batch_size,
+        "gradient_accumulation_steps": sizes.grad_accum_steps,
+        "gradient_clipping": float(cfg.optim.grad_clip),
+        "zero_optimization": zero,
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "steps_per_print": 10**12,  # the trainer logs
+        "wall_clock_breakdown": False,
+        "checkpoint": {"load_universal": bool(load_universal)},
+    }
+    if ds.offload_optimizer != "none":
+        # the client torch.optim.AdamW steps on the offloaded fp32 states (DeepSpeedCPUAdam resumes inexactly)
+        out["zero_force_ds_cpu_optimizer"] = False
+    _validate_extra(ds.extra)
+    return _deep_merge(out, dict(ds.extra))
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    # group schemas: every group file starts with `defaults: [<group>_schema, _self_]`
+    cs.store(group="model", name="model_schema", node=ModelSection)
+    cs.store(group="optim", name="optim_schema", node=OptimSection)
+    cs.store(group="data", name="data_schema", node=DataSection)
+    cs.store(group="deepspeed", name="deepspeed_schema", node=DeepSpeedSection)
+    cs.store(group="logging", name="logging_schema", node=LoggingSection)
+
+
+def _check_keys(node: Any, schema: type, prefix: str) -> None:
+    """Keys that Hydra let through but the schema lacks (a `+key=value` override adds them, and
+    OmegaConf.to_object then drops them silently)."""
+    from omegaconf import DictConfig
+
+    hints = typing.get_type_hints(schema)
+    for key in node.keys():
+        full = f"{prefix}{key}"
+        _require(key in hints, full, f"unknown key (not in {schema.__name__}; see pretrain/config.py)")
+        if dataclasses.is_dataclass(hints[key]):
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+                _check_keys(child, hints[key], f"{full}.")
+
+
+def from_hydra(dict_cfg: Any) -> TrainConfig:
+    """The typed config from Hydra's DictConfig (what `@hydra.main` passes): unknown keys, missing
+    values and broken interpolations are a ConfigError naming the key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    _check_keys(dict_cfg, TrainConfig, "")
+    try:
+        cfg = OmegaConf.to_object(dict_cfg)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{exc.full_key}: missing value") from exc
+    _require(isinstance(cfg, TrainConfig), "<root>", f"expected a TrainConfig, got {type(cfg).__name__}")
+    return cfg
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train", config_dir: Optional[str] = None) -> TrainConfig:
+    """The typed config from `conf/train.yaml` and Hydra overrides, outside `@hydra.main` (tools, tests).
+    Hydra itself raises on an unknown key or a wrong type (hydra.errors.ConfigCompositionException)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
+        dict_cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    return from_hydra(dict_cfg)
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain nested dict of the resolved config (W&B config, checkpoint metadata)."""
+    return dataclasses.asdict(cfg)

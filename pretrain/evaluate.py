@@ -1,0 +1,77 @@
+"""Validation loss and perplexity, overall and per source.
+
+In training it runs as a callback on every rank; `python -m pretrain.evaluate --checkpoint DIR` runs
+it on a saved checkpoint in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import torch
+import torch.distributed as dist
+
+from pretrain.data import validation_batches
+
+
+def _all_reduce(values: list[float], op=None) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+@torch.no_grad()
+def evaluate(forward, data_path: str, sources: list[str], seq_len: int, batch_size: int, max_batches: int,
+             dp_rank: int = 0, dp_world: int = 1) -> dict[str, float]:
+    """`forward(inputs, targets) -> mean loss`. Every rank runs the same number of batches (ZeRO-3
+    gathers parameters collectively in each forward), so a source may lose its last partial round."""
+    out: dict[str, float] = {}
+    total_loss = total_tokens = 0.0
+    for source in sources:
+        batches = validation_batches(data_path, "val", seq_len, batch_size, source, dp_rank, dp_world)
+        n = int(_all_reduce([float(min(len(batches), max_batches or len(batches)))],
+                            op=dist.ReduceOp.MIN if dist.is_initialized() else None)[0])
+        loss_sum = tokens = 0.0
+        for i, (inputs, targets) in enumerate(batches):
+            if i >= n:
+                break
+            loss = forward(inputs, targets)
+            loss_sum += float(loss) * targets.numel()
+            tokens += targets.numel()
+        loss_sum, tokens = _all_reduce([loss_sum, tokens])
+        if tokens:
+            out[f"val/{source}/loss"] = loss_sum / tokens
+            out[f"val/{source}/ppl"] = math.exp(min(loss_sum / tokens, 50.0))
+        total_loss, total_tokens = total_loss + loss_sum, total_tokens + tokens
+    if total_tokens:
+        out["val/loss"] = total_loss / total_tokens
+        out["val/ppl"] = math.exp(min(total_loss / total_tokens, 50.0))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from data_pipeline import manifest as manifest_lib
+    from pretrain.checkpoint import load_model
+
+    parser = argparse.ArgumentParser(description="Validation loss and perplexity of a checkpoint, overall and per source")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint folder (step_XXXXXXXX) or the checkpoints folder (latest)")
+    parser.add_argument("--data", help="shard folder with manifest.json (default: the one the run trained on)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-batches", type=int, default=0, help="per source; 0 = all")
+    args = parser.parse_args(argv)
+    model, model_cfg, state = load_model(args.checkpoint)
+    data_path = args.data or state["data_path"]
+    sources = sorted(manifest_lib.read(data_path)["splits"]["val"]["sources"])
+    model.eval()
+    metrics = evaluate(model, data_path, sources, state["seq_len"], args.batch_size, args.max_batches)
+    if not metrics:
+        sys.exit(f"error: {data_path} has no validation samples")
+    print(json.dumps({"step": state["step"], **metrics}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
