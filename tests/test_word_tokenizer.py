@@ -1,0 +1,291 @@
+"""FastWordTokenizer must split text exactly like datatrove's stock spaCy tokenizer, so that the quality
+filters and MinHash make the same decisions with either.
+
+The reference runs are the slow part; the sample is thinned (every few book chunks and speeches, the smaller
+web pages) to keep the module under a minute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import pickle
+import random
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import spacy
+import trafilatura
+from datatrove.data import Document
+from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.utils.word_tokenizers import WordTokenizer
+from spacy.lang import char_classes
+from spacy.lang.en.punctuation import TOKENIZER_INFIXES
+from spacy.lang.punctuation import TOKENIZER_PREFIXES, TOKENIZER_SUFFIXES
+from spacy.lang.tokenizer_exceptions import URL_PATTERN
+from spacy.symbols import ORTH
+from warcio.archiveiterator import ArchiveIterator
+
+from data_pipeline import word_tokenizer
+from data_pipeline.word_tokenizer import FastWordTokenizer, get_word_tokenizer
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+BOOK_CHUNK_CHARS = 3_000
+BOOK_CHUNK_STRIDE = 6  # keep every 6th chunk
+SPEECH_STRIDE = 6  # keep every 6th State of the Union address
+MAX_WEB_PAGE_BYTES = 100_000  # the few larger pages would double the extraction time
+
+
+def paragraph_chunks(text: str, max_chars: int) -> list[str]:
+    """`text` cut at paragraph boundaries into chunks of about `max_chars` characters."""
+    chunks, current = [], ""
+    for paragraph in text.split("\n\n"):
+        if current and len(current) + len(paragraph) > max_chars:
+            chunks.append(current)
+            current = ""
+        current = f"{current}\n\n{paragraph}" if current else paragraph
+    return chunks + [current] if current else chunks
+
+
+def book_texts() -> list[str]:
+    chunks = []
+    for path in sorted((SAMPLE / "books").glob("*.txt")):
+        chunks += paragraph_chunks(path.read_text(encoding="utf-8"), BOOK_CHUNK_CHARS)
+    return chunks[::BOOK_CHUNK_STRIDE]
+
+
+def news_texts() -> list[str]:
+    with gzip.open(SAMPLE / "news" / "sotu-1990-2021.jsonl.gz", "rt", encoding="utf-8") as lines:
+        return [json.loads(line)["text"] for line in lines][::SPEECH_STRIDE]
+
+
+def web_texts() -> list[str]:
+    texts = []
+    with open(SAMPLE / "web" / "docs-crawl.warc.gz", "rb") as warc:
+        for record in ArchiveIterator(warc):
+            if record.rec_type != "response":
+                continue
+            html = record.content_stream().read()
+            if len(html) <= MAX_WEB_PAGE_BYTES:
+                text = trafilatura.extract(html.decode("utf-8", "replace"), include_comments=False, deduplicate=False)
+                if text:
+                    texts.append(text)
+    return texts
+
+
+@pytest.fixture(scope="module")
+def documents() -> list[Document]:
+    texts = {"book": book_texts(), "news": news_texts(), "web": web_texts()}
+    return [Document(text=text, id=f"{kind}-{i}") for kind, batch in texts.items() for i, text in enumerate(batch)]
+
+
+class MemoizedTokenizer(WordTokenizer):
+    """Answers with `tokenizer`, working each text out once: several filters split the same document, and
+    the stock tokenizer is what makes this module slow."""
+
+    def __init__(self, tokenizer: WordTokenizer):
+        super().__init__(tokenizer.language)
+        self.tokenizer = tokenizer
+        self.words: dict[str, list[str]] = {}
+        self.spans: dict[str, list[tuple[int, int]]] = {}
+
+    def word_tokenize(self, text: str) -> list[str]:
+        if text not in self.words:
+            self.words[text] = self.tokenizer.word_tokenize(text)
+        return list(self.words[text])
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        if text not in self.spans:
+            self.spans[text] = self.tokenizer.span_tokenize(text)
+        return list(self.spans[text])
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return self.tokenizer.sent_tokenize(text)
+
+
+@pytest.fixture(scope="module")
+def stock() -> WordTokenizer:
+    return MemoizedTokenizer(get_word_tokenizer("spacy"))
+
+
+@pytest.fixture(scope="module")
+def fast() -> WordTokenizer:
+    return get_word_tokenizer("fast")
+
+
+def test_words_and_sentences_match_spacy(documents, stock, fast):
+    word_mismatches = [doc.id for doc in documents if fast.word_tokenize(doc.text) != stock.word_tokenize(doc.text)]
+    span_mismatches = [doc.id for doc in documents if fast.span_tokenize(doc.text) != stock.span_tokenize(doc.text)]
+    assert (word_mismatches, span_mismatches) == ([], [])
+
+
+FILTERS: dict[str, Callable[[WordTokenizer], BaseFilter]] = {
+    "gopher_quality": lambda tokenizer: GopherQualityFilter(language=tokenizer),
+    "gopher_repetition": lambda tokenizer: GopherRepetitionFilter(language=tokenizer),
+    "c4_quality": lambda tokenizer: C4QualityFilter(filter_no_terminal_punct=True, language=tokenizer),
+    "fineweb_quality": lambda tokenizer: FineWebQualityFilter(language=tokenizer),
+}
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_filter_decisions_match_spacy(name, documents, stock, fast):
+    reference, candidate = FILTERS[name](stock), FILTERS[name](fast)
+    decisions, mismatches = [], []
+    for doc in documents:
+        # C4 rewrites the text of the documents it keeps: compare that too.
+        reference_doc, candidate_doc = dataclasses.replace(doc), dataclasses.replace(doc)
+        expected = reference.filter(reference_doc), reference_doc.text
+        actual = candidate.filter(candidate_doc), candidate_doc.text
+        decisions.append(expected[0] is True)
+        if actual != expected:
+            mismatches.append((doc.id, expected[0], actual[0]))
+    assert mismatches == []
+    assert any(decisions) and not all(decisions), "the sample should exercise both outcomes"
+
+
+def test_minhash_signatures_match_spacy(documents, stock, fast, tmp_path):
+    reference = MinhashDedupSignature(output_folder=str(tmp_path / "spacy"), language=stock)
+    candidate = MinhashDedupSignature(output_folder=str(tmp_path / "fast"), language=fast)
+    mismatches = []
+    for doc in documents:
+        expected_shingles, actual_shingles = reference.get_shingles(doc.text), candidate.get_shingles(doc.text)
+        assert expected_shingles.size > 0, doc.id
+        if (
+            not np.array_equal(actual_shingles, expected_shingles)
+            or candidate.get_signature(actual_shingles) != reference.get_signature(expected_shingles)
+        ):
+            mismatches.append(doc.id)
+    assert mismatches == []
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        (
+            "Don't stop (Mr. Smith) at 3-4 p.m. today!",
+            ["Do", "n't", "stop", "(", "Mr.", "Smith", ")", "at", "3", "-", "4", "p.m.", "today", "!"],
+        ),
+        (
+            "I'm gonna e-mail U.S. folks: it's 10km, cannot wait...",
+            "I 'm gon na e - mail U.S. folks : it 's 10 km , can not wait ...".split(),
+        ),
+        (
+            "See https://example.com/a-b?x=1, or mail me@example.org :)",
+            ["See", "https://example.com/a-b?x=1", ",", "or", "mail", "me@example.org", ":)"],
+        ),
+        (
+            "Prices rose 5% to $3.50 (about €3) in N.Y.",
+            ["Prices", "rose", "5", "%", "to", "$", "3.50", "(", "about", "€", "3", ")", "in", "N.Y."],
+        ),
+        # "):" is an emoticon that spaCy puts back together after splitting off ")" and ":".
+        ("def f(x):\n    return x**2", ["def", "f(x", "):", "return", "x**2"]),
+        # ... unless a longer emoticon (":')") starting across the next space claims its ":" first.
+        ("f(x): ')", ["f(x", ")", ":", "'", ")"]),
+        ("", []),
+        (" \n\t ", []),
+    ],
+)
+def test_word_tokenize(text, words):
+    assert FastWordTokenizer().word_tokenize(text) == words
+
+
+@pytest.mark.parametrize(
+    "text, sentences",
+    [
+        (
+            "Hello world. How are you?  Fine!\n\nThanks... Bye",
+            ["Hello world.", "How are you?", "Fine!", "Thanks... Bye"],
+        ),
+        (
+            "Mr. Smith went to Washington. He arrived at 3 p.m. today.",
+            ["Mr. Smith went to Washington.", "He arrived at 3 p.m. today."],
+        ),
+        # Closing quotes are punctuation: the sentence breaks before the next word instead.
+        ('Wait... what?! "Really." Yes.', ['Wait... what?! "', 'Really."', "Yes."]),
+        ("no punctuation at all", ["no punctuation at all"]),
+        ("", []),
+    ],
+)
+def test_sent_tokenize(text, sentences):
+    assert FastWordTokenizer().sent_tokenize(text) == sentences
+
+
+def test_spans_include_whitespace_tokens_like_spacy():
+    # Whitespace other than the single space after a token is a token of its own and starts a sentence.
+    assert FastWordTokenizer().span_tokenize("Hello.\n\nWorld  again.  x") == [(0, 6), (6, 21), (22, 24)]
+
+
+def test_random_strings_match_spacy(stock):
+    """Random strings of the pieces that the rules care about reach cases that hand-picked examples miss."""
+    pieces = list("aAzZ09 .,;:!?'\"-–—()[]{}<>/\\@#$%^&*_+=~`|…’‘“”\n\t©😀\u00a0")
+    pieces += "e.g. don't Mr. http:// www. .com n't 's :) °C. US$ km 3 é ß Ω 日本 a.m. gonna U.S. ...".split()
+    pieces += ["1.5", "hi", "x):"]
+    pieces += ["  ", "\n\n"]
+    rng = random.Random(0)
+    tokenizer = FastWordTokenizer()
+    mismatches = []
+    for _ in range(3_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 25)))
+        expected = stock.word_tokenize(text), stock.span_tokenize(text)
+        if (tokenizer.word_tokenize(text), tokenizer.span_tokenize(text)) != expected:
+            mismatches.append(text)
+    assert mismatches == []
+
+
+def test_special_cases_match_spacy():
+    rules = spacy.blank("en").tokenizer.rules
+    assert dict(word_tokenizer.SPECIAL_CASES) == {
+        orth: tuple(token[ORTH] for token in tokens) for orth, tokens in rules.items()
+    }
+
+
+def test_affix_patterns_match_spacy():
+    def spacy_pieces(pieces: list[str]) -> list[str]:  # with our spelling of the letter classes
+        classes = [(char_classes.ALPHA_LOWER, word_tokenizer.ALPHA_LOWER)]
+        classes += [(char_classes.ALPHA_UPPER, word_tokenizer.ALPHA_UPPER), (char_classes.ALPHA, word_tokenizer.ALPHA)]
+        for spacy_class, our_class in classes:
+            pieces = [piece.replace(spacy_class, our_class) for piece in pieces]
+        return pieces
+
+    assert word_tokenizer.PREFIXES == spacy_pieces(TOKENIZER_PREFIXES)
+    assert word_tokenizer.SUFFIXES == spacy_pieces(TOKENIZER_SUFFIXES)
+    assert word_tokenizer.INFIXES == spacy_pieces(TOKENIZER_INFIXES)
+    assert [word_tokenizer.URL_PATTERN] == spacy_pieces([URL_PATTERN])
+
+
+@pytest.mark.parametrize("name", ["ALPHA", "ALPHA_LOWER", "ALPHA_UPPER"])
+def test_character_classes_match_spacy(name):
+    every_character = "".join(map(chr, range(sys.maxunicode + 1)))
+
+    def members(char_class: str) -> set[str]:
+        return set(re.findall(f"[{char_class}]", every_character))
+
+    assert members(getattr(word_tokenizer, name)) == members(getattr(char_classes, name))
+
+
+def test_survives_pickling_without_its_caches():
+    tokenizer = FastWordTokenizer()
+    tokenizer.word_tokenize("Warm the cache up, please.")
+    clone = pickle.loads(pickle.dumps(tokenizer))
+    assert len(pickle.dumps(tokenizer)) < 200
+    assert clone.word_tokenize("It isn't cold.") == ["It", "is", "n't", "cold", "."]
+
+
+def test_get_word_tokenizer():
+    assert isinstance(get_word_tokenizer("fast"), FastWordTokenizer)
+    assert get_word_tokenizer("spacy").word_tokenize("Hi there.") == ["Hi", "there", "."]
+    with pytest.raises(ValueError, match="'nltk'"):
+        get_word_tokenizer("nltk")
