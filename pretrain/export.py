@@ -189,17 +189,36 @@ def export_hf(model: Transformer, cfg: ModelConfig, tokenizer_dir: Path | None, 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pretrain.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--state-dict", type=Path, required=True, help="torch.save'd state dict of our Transformer")
-    parser.add_argument("--model-config", type=Path, required=True, help="our ModelConfig as JSON")
-    parser.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json (+ tokenizer_config.json)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path,
+                        help="a training checkpoint (step_XXXXXXXX) or a checkpoints folder (its latest)")
+    source.add_argument("--state-dict", type=Path, help="torch.save'd state dict of our Transformer (with --model-config)")
+    parser.add_argument("--model-config", type=Path, help="our ModelConfig as JSON (with --state-dict)")
+    parser.add_argument("--tokenizer", type=Path,
+                        help="folder with tokenizer.json (default with --checkpoint: the tokenizer of the shards it trained on)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--eos-token-id", type=int, help="default: the tokenizer's eos_token")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="cast the weights (default: keep their dtype)")
     args = parser.parse_args(argv)
 
-    cfg = ModelConfig.from_dict(json.loads(args.model_config.read_text()))
-    state_dict = torch.load(args.state_dict, map_location="cpu", weights_only=True, mmap=True)
-    out = export_state_dict_hf(state_dict, cfg, args.tokenizer, args.out, args.eos_token_id,
+    tokenizer = args.tokenizer
+    if args.checkpoint is not None:
+        from data_pipeline import manifest as manifest_lib
+        from pretrain.checkpoint import consolidated_state_dict, read_state, resolve_checkpoint
+
+        path = resolve_checkpoint(args.checkpoint)
+        state = read_state(path)
+        cfg = ModelConfig.from_dict(state["model_config"])
+        state_dict = consolidated_state_dict(path)
+        if tokenizer is None:
+            manifest = manifest_lib.read(state["data_path"])
+            tokenizer = Path(state["data_path"]) / manifest["tokenizer"]["folder"]
+    else:
+        if args.model_config is None:
+            parser.error("--state-dict needs --model-config")
+        cfg = ModelConfig.from_dict(json.loads(args.model_config.read_text()))
+        state_dict = torch.load(args.state_dict, map_location="cpu", weights_only=True, mmap=True)
+    out = export_state_dict_hf(state_dict, cfg, tokenizer, args.out, args.eos_token_id,
                                DTYPES[args.dtype] if args.dtype else None)
     print(f"exported to {out}")
 

@@ -4,6 +4,7 @@ documented peak-FLOPs table. Only rank 0 logs.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -76,6 +77,8 @@ class MetricsLogger:
         import wandb
 
         os.makedirs(output_dir, exist_ok=True)
+        # every logged value at full precision, one JSON object per line: for scripts and tests
+        self._jsonl = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8")
         self.run = wandb.init(
             project=project, entity=entity, name=run_name, id=run_id, resume="allow", mode=mode,
             dir=output_dir, config=redact_secrets(config), tags=tags or None,
@@ -95,11 +98,15 @@ class MetricsLogger:
             return
         if self.run is not None:
             self.run.log({k: v for k, v in metrics.items() if v is not None}, step=step)
+        self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._jsonl.flush()
         if console:
             print(format_console(step, metrics), flush=True)
             self._last_console = time.monotonic()
 
     def finish(self) -> None:
+        if self.rank == 0:
+            self._jsonl.close()
         if self.run is not None:
             self.run.finish()
             self.run = None
