@@ -36,7 +36,7 @@ from datatrove.pipeline.filters import (
 from datatrove.utils.word_tokenizers import WordTokenizer
 from warcio.archiveiterator import ArchiveIterator
 
-from data_pipeline.word_tokenizer import get_word_tokenizer
+from data_pipeline.word_tokenizer import FastWordTokenizer, get_word_tokenizer
 
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -167,7 +167,7 @@ def main() -> None:
     totals = {"spacy": 0.0, "cold": 0.0, "warm": 0.0}
     for name, step in {**TOKENIZER_CALLS, **STEPS}.items():
         spacy_seconds, expected = timed(step, spacy_tokenizer, texts)
-        fast_tokenizer = get_word_tokenizer("fast")  # empty caches
+        fast_tokenizer = FastWordTokenizer()  # empty caches
         cold_seconds, cold_outcomes = timed(step, fast_tokenizer, texts)
         warm_seconds, warm_outcomes = timed(step, fast_tokenizer, texts)
         if name in STEPS:

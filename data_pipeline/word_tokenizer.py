@@ -713,8 +713,12 @@ class FastWordTokenizer(WordTokenizer):
         return [sentence for sentence in sentences if sentence]
 
 
+@lru_cache(maxsize=None)
 def get_word_tokenizer(name: str) -> WordTokenizer:
-    """The English word tokenizer called `name`: "fast" (FastWordTokenizer) or "spacy" (datatrove's stock one)."""
+    """The English word tokenizer called `name`: "fast" (FastWordTokenizer) or "spacy" (datatrove's stock one).
+
+    One instance per name and process, so that all the steps using "fast" share its caches.
+    """
     if name == "fast":
         return FastWordTokenizer()
     if name == "spacy":

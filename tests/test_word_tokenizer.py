@@ -286,6 +286,7 @@ def test_survives_pickling_without_its_caches():
 
 def test_get_word_tokenizer():
     assert isinstance(get_word_tokenizer("fast"), FastWordTokenizer)
+    assert get_word_tokenizer("fast") is get_word_tokenizer("fast")  # its caches are shared
     assert get_word_tokenizer("spacy").word_tokenize("Hi there.") == ["Hi", "there", "."]
     with pytest.raises(ValueError, match="'nltk'"):
         get_word_tokenizer("nltk")
