@@ -110,7 +110,8 @@ def test_resume_on_one_rank_keeps_the_data_order(two_rank_run, sample_run, tmp_p
 
 def test_two_rank_zero3_bf16_learns(sample_run, tmp_path):
     out = tmp_path / "zero3"
-    train(out, sample_run, 2, "max_steps=6", "deepspeed=zero3", "eval.every_steps=0", "checkpoint.every_steps=0")
+    train(out, sample_run, 2, "max_steps=6", "deepspeed=zero3", "deepspeed.precision=bf16", "eval.every_steps=0",
+          "checkpoint.every_steps=0")
     loss = losses(out)
     assert loss[6] < loss[1] - 0.3
     assert (out / "checkpoints" / "step_00000006" / "COMPLETE").exists()

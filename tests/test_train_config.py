@@ -82,7 +82,7 @@ def test_defaults_compose_to_the_documented_tree():
     assert isinstance(cfg, TrainConfig)
     assert (cfg.model.dim, cfg.model.n_layers, cfg.model.n_heads, cfg.model.n_kv_heads, cfg.model.max_seq_len) == (128, 4, 4, 2, 256)
     assert cfg.model.vocab_size is None  # from the data manifest
-    assert (cfg.deepspeed.zero_stage, cfg.deepspeed.precision, cfg.deepspeed.offload_optimizer) == (2, "bf16", "none")
+    assert (cfg.deepspeed.zero_stage, cfg.deepspeed.precision, cfg.deepspeed.offload_optimizer) == (2, "auto", "none")
     assert cfg.optim.betas == [0.9, 0.95] and cfg.optim.lr == 3e-4
     assert cfg.data.path == "outputs/data"  # where `python -m data_pipeline` writes by default
     assert cfg.data.seq_len == cfg.model.max_seq_len == 256  # interpolated
@@ -359,17 +359,17 @@ BUCKET = 5_000_000  # tiny model: the lower bound
     ("preset", "expected"),
     [
         ("zero0", {**COMMON, "bf16": {"enabled": False}, "zero_optimization": {"stage": 0}}),
-        ("zero1", {**COMMON, "bf16": {"enabled": True}, "zero_optimization": {
+        ("zero1", {**COMMON, "bf16": {"enabled": False}, "zero_optimization": {
             "stage": 1, "contiguous_gradients": True, "overlap_comm": False, "reduce_bucket_size": BUCKET,
             "allgather_partitions": True, "allgather_bucket_size": BUCKET, "reduce_scatter": True}}),
-        ("zero2", {**COMMON, "bf16": {"enabled": True}, "zero_optimization": {
+        ("zero2", {**COMMON, "bf16": {"enabled": False}, "zero_optimization": {
             "stage": 2, "contiguous_gradients": True, "overlap_comm": False, "reduce_bucket_size": BUCKET,
             "allgather_partitions": True, "allgather_bucket_size": BUCKET, "reduce_scatter": True}}),
-        ("zero3", {**COMMON, "bf16": {"enabled": True}, "zero_optimization": {
+        ("zero3", {**COMMON, "bf16": {"enabled": False}, "zero_optimization": {
             "stage": 3, "contiguous_gradients": True, "overlap_comm": False, "reduce_bucket_size": BUCKET,
             "stage3_prefetch_bucket_size": BUCKET, "stage3_param_persistence_threshold": 1280,
             "stage3_gather_16bit_weights_on_model_save": False}}),
-        ("zero3_offload", {**COMMON, "bf16": {"enabled": True}, "zero_force_ds_cpu_optimizer": False, "zero_optimization": {
+        ("zero3_offload", {**COMMON, "bf16": {"enabled": False}, "zero_force_ds_cpu_optimizer": False, "zero_optimization": {
             "stage": 3, "contiguous_gradients": True, "overlap_comm": False, "reduce_bucket_size": BUCKET,
             "stage3_prefetch_bucket_size": BUCKET, "stage3_param_persistence_threshold": 1280,
             "stage3_gather_16bit_weights_on_model_save": False,
@@ -378,6 +378,7 @@ BUCKET = 5_000_000  # tiny model: the lower bound
     ],
 )
 def test_deepspeed_config_per_preset_on_cpu(preset, expected):
+    """precision auto: fp32 on CPUs (no fast bf16 matmul there), bf16 on GPUs."""
     ds = ds_for(preset)
     assert ds == expected
     assert "optimizer" not in ds and "scheduler" not in ds  # the trainer passes a client torch.optim.AdamW
@@ -578,3 +579,10 @@ def test_first_host(nodelist, first):
 def test_parse_node_addr():
     assert parse_node_addr(NODE_N1) == "127.0.0.1" and parse_node_addr(NODE_GPU) == "10.12.3.17"
     assert parse_node_addr("NodeName=x State=DOWN") is None
+
+
+def test_precision_auto_is_bf16_on_gpus_and_explicit_precision_wins():
+    assert ds_for("zero2", on_cpu=False)["bf16"] == {"enabled": True}
+    cfg = composed("deepspeed=zero2", "deepspeed.precision=bf16")
+    validate(cfg, 1)
+    assert deepspeed_config(cfg, 1, on_cpu=True)["bf16"] == {"enabled": True}
