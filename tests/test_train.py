@@ -181,3 +181,17 @@ def test_generate_and_evaluate_read_a_checkpoint(two_rank_run):
     assert ev.returncode == 0, ev.stderr[-2000:]
     metrics = json.loads(ev.stdout[ev.stdout.index("{"):])
     assert metrics["step"] == 8 and metrics["val/loss"] > 0 and "val/news/loss" in metrics
+
+
+def test_repeated_non_finite_losses_stop_the_run_without_a_new_checkpoint(sample_run, tmp_path):
+    out = tmp_path / "diverged"
+    # after one update with this learning rate the weights overflow: every later loss is NaN
+    proc = subprocess.run(train_command(out, sample_run, 1, "max_steps=50", "optim.lr=1e30", "optim.warmup_steps=1",
+                                        "deepspeed=zero0", "eval.every_steps=0", "checkpoint.every_steps=0",
+                                        "logging.mode=disabled"),
+                          cwd=ROOT, capture_output=True, text=True, env=ENV)
+    assert proc.returncode != 0
+    assert "not finite in 5 consecutive steps" in proc.stderr
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged[0]["train/loss"] is not None and any(r.get("train/skipped_nonfinite_steps") for r in logged)
+    assert not (out / "checkpoints").exists() or not list((out / "checkpoints").glob("step_*"))
