@@ -21,7 +21,7 @@ from common import CORPUS, SAMPLE, corpus_sources, documents_read, run_pipeline
 
 def every_nth(corpus: Path, dest: Path, n: int) -> Path:
     for source in sorted(p for p in corpus.iterdir() if p.is_dir() and p.name != "raw"):
-        files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = sorted(Path(d) / f for d, _, names in os.walk(source, followlinks=True) for f in names if not f.startswith("."))
         (dest / source.name).mkdir(parents=True)
         if len(files) == 1 and ".jsonl" in files[0].name:
             opener = gzip.open if files[0].suffix == ".gz" else open

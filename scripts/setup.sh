@@ -17,4 +17,7 @@ if ! python -c "import torch" 2>/dev/null; then
   python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 python -m pip install -q -e ".[${EXTRAS:-dev}]"
-python -c "import torch, deepspeed, datatrove, hydra; print(f'torch {torch.__version__}, deepspeed {deepspeed.__version__}, datatrove {datatrove.__version__}')" 2>&1 | tail -1
+python - <<'PY'
+from importlib.metadata import version
+print(", ".join(f"{name} {version(name)}" for name in ("torch", "deepspeed", "datatrove", "hydra-core", "wandb")))
+PY

@@ -1,0 +1,1 @@
+"""Raw web, news and book corpora -> filtered, deduplicated, tokenized training shards (datatrove)."""
