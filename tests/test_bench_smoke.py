@@ -27,3 +27,8 @@ def test_tokenize_speed_smoke():
 
 def test_scaling_smoke():
     assert "the CPU time of 1x" in run_bench("scaling.py", "--smoke", "--tasks", "2")
+
+
+def test_trainer_speed_smoke(sample_run):
+    out = run_bench("trainer_speed.py", "--smoke", "--data", str(sample_run))
+    assert "bare PyTorch" in out and "torch DDP" in out and "data loader" in out

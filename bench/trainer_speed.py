@@ -1,0 +1,156 @@
+"""Trainer overhead, measured as ratios within one run:
+
+1. `pretrain.train`, 1 process, vs a bare PyTorch loop (same model, AdamW, batch, threads): >= 0.95x
+2. `pretrain.train`, 2 ranks under ZeRO-2, vs torch DDP with 2 ranks on the same model: >= 0.9x
+3. samples/s the data loader delivers vs samples/s training consumes: >= 100x
+
+Needs a shard folder (`python -m data_pipeline` writes outputs/data).
+
+    python bench/trainer_speed.py                  # 60 steps each, model=tiny, fp32
+    python bench/trainer_speed.py --smoke          # 6 steps each (what CI runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "LOGURU_LEVEL": "WARNING"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def common_overrides(args) -> list[str]:
+    return [f"data.path={args.data}", f"model={args.model}", "deepspeed.precision=fp32", f"max_steps={args.steps}",
+            "optim.warmup_steps=1", f"batch.micro_batch_size={args.micro_batch}", "logging.mode=disabled",
+            f"logging.log_every={args.steps}", "eval.every_steps=0", "checkpoint.every_steps=0", "checkpoint.resume=none"]
+
+
+def trainer_tokens_per_s(out: Path, nproc: int, deepspeed: str, args) -> float:
+    launcher = [sys.executable, "-m", "pretrain.train"] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port()),
+        "-m", "pretrain.train"]
+    cmd = launcher + [f"output_dir={out}", f"deepspeed={deepspeed}", *common_overrides(args)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV)
+    if proc.returncode:
+        raise SystemExit(f"training failed:\n{proc.stderr[-3000:]}")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return rows[-1]["speed/tokens_per_s"]  # averaged over all steps
+
+
+def baseline_tokens_per_s(nproc: int, args) -> float:
+    """Bare PyTorch (1 process) or torch DDP (nproc), run by this script as its own worker."""
+    launcher = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
+    cmd = launcher + [__file__, "--worker", "--data", str(args.data), "--model", args.model, "--steps", str(args.steps),
+                      "--micro-batch", str(args.micro_batch)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV)
+    if proc.returncode:
+        raise SystemExit(f"baseline failed:\n{proc.stderr[-3000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def worker(args) -> None:
+    """The baseline loop: model, data and AdamW built like the trainer builds them, nothing else."""
+    import torch
+    import torch.distributed as dist
+
+    from data_pipeline import manifest as manifest_lib
+    from pretrain.config import compose
+    from pretrain.data import DataConfig, build_train_batches
+    from pretrain.model import ModelConfig, Transformer
+    from pretrain.optim import build_optimizer
+
+    torch.set_num_threads(1)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        dist.init_process_group("gloo")
+    cfg = compose([f"model={args.model}", f"data.path={args.data}"])
+    vocab = manifest_lib.read(args.data)["tokenizer"]["vocab_size"]
+    torch.manual_seed(cfg.seed)
+    model = Transformer(ModelConfig(**cfg.model.model_kwargs(vocab)))
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = build_optimizer(model, cfg.optim)
+    batches = build_train_batches(DataConfig(args.data, cfg.data.seq_len), args.micro_batch, rank, world)
+    elapsed, tokens = 0.0, 0
+    for _ in range(args.steps):
+        inputs, targets = next(batches)
+        start = time.perf_counter()
+        loss = model(inputs, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()
+        elapsed += time.perf_counter() - start
+        tokens += targets.numel() * world
+    if world > 1:
+        dist.destroy_process_group()
+    if rank == 0:
+        print(tokens / elapsed)
+
+
+def loader_samples_per_s(args, seconds: float) -> float:
+    from pretrain.config import compose
+    from pretrain.data import DataConfig, build_train_batches
+
+    cfg = compose([f"model={args.model}", f"data.path={args.data}"])
+    batches = build_train_batches(DataConfig(args.data, cfg.data.seq_len), args.micro_batch)
+    next(batches)  # builds the epoch order
+    start, samples = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        next(batches)
+        samples += args.micro_batch
+    return samples / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "outputs" / "data")
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    if args.smoke:
+        args.steps = 6
+    if not (args.data / "manifest.json").exists():
+        raise SystemExit(f"{args.data} has no manifest.json: run python -m data_pipeline first (or pass --data)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        bare, ours1 = baseline_tokens_per_s(1, args), trainer_tokens_per_s(tmp / "one", 1, "zero0", args)
+        print(f"1 process : bare PyTorch {bare:.0f} tok/s, pretrain.train {ours1:.0f} tok/s: {ours1 / bare:.2f}x (target >= 0.95x)")
+        ddp, ours2 = baseline_tokens_per_s(2, args), trainer_tokens_per_s(tmp / "two", 2, "zero2", args)
+        print(f"2 ranks   : torch DDP {ddp:.0f} tok/s, ZeRO-2 {ours2:.0f} tok/s: {ours2 / ddp:.2f}x (target >= 0.9x)")
+    consumed = ours1 / _seq_len(args)  # samples/s one training process takes in
+    delivered = loader_samples_per_s(args, 0.5 if args.smoke else 3.0)
+    print(f"data loader: {delivered:.0f} samples/s delivered, training consumes {consumed:.1f}: {delivered / consumed:.0f}x "
+          f"(target >= 100x)")
+
+
+def _seq_len(args) -> int:
+    from pretrain.config import compose
+
+    return compose([f"model={args.model}", f"data.path={args.data}"]).data.seq_len
+
+
+if __name__ == "__main__":
+    main()
