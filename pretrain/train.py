@@ -18,7 +18,12 @@ from pretrain.config import ConfigError, TrainConfig, from_hydra, register_confi
 register_configs()
 
 
-def run(cfg: TrainConfig) -> None:
+def run(cfg: TrainConfig) -> int:
+    """Train; the process exit code: 0, or REQUEUE_EXIT_CODE when a stop signal ended the run early."""
+    from pretrain.preemption import StopOnSignal, StopSignals
+
+    signals = StopSignals().install()  # before anything slow: a signal during start-up must not kill us
+
     import numpy as np
     import torch
 
@@ -73,7 +78,9 @@ def run(cfg: TrainConfig) -> None:
         engine.train()
         return metrics
 
+    stop_on_signal = StopOnSignal(signals, env.rank)
     trainer.callbacks = [
+        stop_on_signal,  # first: the checkpoint callback below saves in the same step when it stops the run
         MetricsCallback(logger, cfg.logging.log_every, flops_per_token(model_cfg, cfg.data.seq_len),
                         peak_tflops(device, cfg.peak_tflops), env.world_size),
         EvalCallback(run_eval, logger, cfg.eval.every_steps if sources else 0),
@@ -89,15 +96,17 @@ def run(cfg: TrainConfig) -> None:
         logger.finish()
         engine.destroy()
         torch.distributed.destroy_process_group()
+    return stop_on_signal.exit_code(trainer)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(dict_cfg: DictConfig) -> None:
     try:
-        run(from_hydra(dict_cfg))
+        exit_code = run(from_hydra(dict_cfg))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(exit_code)
 
 
 if __name__ == "__main__":

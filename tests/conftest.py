@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurm_cluster import SlurmCluster
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 
@@ -48,3 +50,9 @@ def sample_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample_run") / "out"
     run_pipeline_cli(out, *SAMPLE_OVERRIDES)
     return out
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    """The local Slurm cluster (see tests/slurm_cluster.py): skips only when Slurm is not installed."""
+    return SlurmCluster.connect()
