@@ -20,6 +20,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="preprocess")
 def main(dict_cfg: DictConfig) -> None:
     from data_pipeline.run import run_pipeline
+    from data_pipeline.slurm_jobs import StageFailed
 
     cfg: PreprocessConfig = OmegaConf.to_object(dict_cfg)
     try:
@@ -27,6 +28,9 @@ def main(dict_cfg: DictConfig) -> None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except StageFailed as exc:  # a Slurm job failed; the message holds its log's tail
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,9 @@ class ExecutorConfig:
     env_command: Optional[str] = None
     # render the sbatch scripts without submitting them
     dry_run: bool = False
+    # follow the submitted jobs until the pipeline ends (progress, then the report; a failed stage is an
+    # error and cancels its dependants); false: submit and return
+    wait: bool = True
 
 
 @dataclass

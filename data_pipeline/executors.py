@@ -14,6 +14,7 @@ from pathlib import Path
 
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.executor.base import PipelineExecutor
+from datatrove.executor.slurm import default_job_id_retriever
 from datatrove.pipeline.base import PipelineStep
 
 from data_pipeline.config import ConfigError, ExecutorConfig
@@ -35,8 +36,40 @@ class QuietLocalExecutor(LocalPipelineExecutor):
         return super()._run_for_rank(rank, local_rank=max(local_rank, 1), node_rank=node_rank)
 
 
+class TrackedSlurmExecutor(SlurmPipelineExecutor):
+    """datatrove's Slurm executor, keeping the id of every job it submits: datatrove keeps only its last
+    array job's, and drops the one of the job that merges the stage's stats. Following the run and
+    cancelling a failed stage's dependants need them all."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, job_id_retriever=self._keep_job_id, **kwargs)
+        self.array_job_ids: list[str] = []  # more than one when tasks > max_array_size
+        self.merge_stats_job_id: str | None = None
+
+    def _keep_job_id(self, sbatch_output: str) -> str:
+        job_id = default_job_id_retriever(sbatch_output, self.job_id_position)
+        self.array_job_ids.append(job_id)
+        return job_id
+
+    def launch_merge_stats(self) -> None:
+        super().launch_merge_stats()
+        self.merge_stats_job_id = self.array_job_ids.pop()  # the id _keep_job_id just appended
+
+
 def logging_dir(output_dir: str | os.PathLike, stage: Stage) -> Path:
     return Path(output_dir) / "logs" / stage.name
+
+
+def completed_tasks(output_dir: str | os.PathLike, stage: Stage) -> int:
+    """How many of the stage's tasks have finished (datatrove's completion markers, in this or an earlier run)."""
+    folder = logging_dir(output_dir, stage) / "completions"
+    return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+
+def slurm_sbatch_args(user_args: dict) -> dict:
+    """The sbatch options of every stage job: Slurm cancels a job whose dependency failed, even on a cluster
+    without DependencyParameters=kill_invalid_depend and when nobody follows the run; the user's win."""
+    return {"kill-on-invalid-dep": "yes", **user_args}
 
 
 def build_executors(stages: list[Stage], cfg: ExecutorConfig, output_dir: str) -> list[PipelineExecutor]:
@@ -54,12 +87,12 @@ def build_executors(stages: list[Stage], cfg: ExecutorConfig, output_dir: str) -
             if not cfg.partition:
                 raise ConfigError("executor.partition: the Slurm executor needs a partition")
             in_venv = sys.prefix != sys.base_prefix
-            executor = SlurmPipelineExecutor(
+            executor = TrackedSlurmExecutor(
                 stage.pipeline, tasks=stage.tasks, time=cfg.time, partition=cfg.partition,
                 cpus_per_task=cfg.cpus_per_task, mem_per_cpu_gb=cfg.mem_per_cpu_gb,
                 workers=cfg.workers, job_name=stage.name, qos=cfg.qos, env_command=cfg.env_command,
                 venv_path=os.path.join(sys.prefix, "bin", "activate") if in_venv and not cfg.env_command else None,
-                sbatch_args=dict(cfg.sbatch_args), max_array_size=cfg.max_array_size,
+                sbatch_args=slurm_sbatch_args(cfg.sbatch_args), max_array_size=cfg.max_array_size,
                 depends=depends, logging_dir=log_dir, slurm_logs_folder=str(Path(log_dir) / "slurm_logs"),
                 mail_user=None,
             )
@@ -82,7 +115,8 @@ def render_slurm_scripts(executors: list[SlurmPipelineExecutor], folder: str | o
 
 
 class StageProgress:
-    """Progress bars for a local run: one per stage, advanced as task completion markers appear."""
+    """Progress bars of a run, one per stage, advanced as task completion markers appear (the folder is
+    shared with the Slurm nodes, so this follows a Slurm run too)."""
 
     def __init__(self, stages: list[Stage], output_dir: str, enabled: bool = True):
         self.stages, self.output_dir, self.enabled = stages, output_dir, enabled
@@ -90,8 +124,7 @@ class StageProgress:
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _done(self, stage: Stage) -> int:
-        folder = logging_dir(self.output_dir, stage) / "completions"
-        return len(list(folder.iterdir())) if folder.is_dir() else 0
+        return completed_tasks(self.output_dir, stage)
 
     def _watch(self) -> None:
         from tqdm import tqdm

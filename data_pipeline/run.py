@@ -8,13 +8,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 from data_pipeline.config import ConfigError, PreprocessConfig, validate
-from data_pipeline.executors import StageProgress, build_executors, logging_dir, render_slurm_scripts
+from data_pipeline.executors import (Stage, StageProgress, TrackedSlurmExecutor, build_executors, completed_tasks,
+                                     logging_dir, render_slurm_scripts)
 from data_pipeline.pipeline import Layout, build_stages
 from data_pipeline.report import REPORT_FILE, format_report
+from data_pipeline.slurm_jobs import StageJobs, follow_pipeline, submit_pipeline
 
 RUN_CONFIG_FILE = "run_config.json"
-# settings that may change between a run and its resumption without changing any output
-_RESUMABLE_KEYS = (("executor", "workers"), ("executor", "dry_run"), ("progress",))
+# settings that may change between a run and its resumption without changing any output (a stage that
+# ran out of time or memory on Slurm is resumed with more)
+_RESUMABLE_KEYS = (("progress",),) + tuple(("executor", key) for key in (
+    "kind", "workers", "dry_run", "wait", "partition", "qos", "time", "cpus_per_task", "mem_per_cpu_gb", "sbatch_args",
+    "env_command", "max_array_size"))
 
 
 def _output_defining_config(cfg: PreprocessConfig) -> dict:
@@ -25,6 +30,15 @@ def _output_defining_config(cfg: PreprocessConfig) -> dict:
             node = node[key]
         node.pop(path[-1], None)
     return json.loads(json.dumps(config))  # as it reads back from run_config.json (int keys become str)
+
+
+def _shard_defining_config(config: dict) -> dict:
+    """The config the manifest records: what defines the shards, not where or how they were made (so a
+    Slurm run and a local one, or two output folders, give equal bytes). executor.tasks stays: each stage
+    splits the documents into that many parts."""
+    manifest = {key: value for key, value in config.items() if key != "output_dir"}
+    manifest["executor"] = {"tasks": config["executor"]["tasks"]}
+    return manifest
 
 
 def _first_difference(a, b, prefix: str = "") -> str:
@@ -54,9 +68,8 @@ def guard_output_dir(cfg: PreprocessConfig, config: dict) -> None:
 def run_pipeline(cfg: PreprocessConfig) -> dict | None:
     sources = validate(cfg)
     config = _output_defining_config(cfg)
-    # the manifest records what defines the shards, not where they were written: equal runs, equal bytes
-    manifest_config = {k: v for k, v in config.items() if k != "output_dir"}
-    stages = build_stages(cfg, sources, resolved_config=manifest_config)  # lists input files: path errors surface here
+    # lists the input files: path errors surface here
+    stages = build_stages(cfg, sources, resolved_config=_shard_defining_config(config))
     guard_output_dir(cfg, config)
     executors = build_executors(stages, cfg.executor, cfg.output_dir)
     layout = Layout(cfg.output_dir)
@@ -66,26 +79,45 @@ def run_pipeline(cfg: PreprocessConfig) -> dict | None:
             paths = render_slurm_scripts(executors, layout.root / "slurm_scripts")
             print(f"wrote {len(paths)} sbatch scripts to {paths[0].parent} (nothing submitted)")
             return None
-        executors[-1].run()
-        for stage, executor in zip(stages, executors):
-            print(f"{stage.name}: job {executor.job_id}")
-        print(f"follow with: squeue -u $USER; logs in {layout.root / 'logs'}; the report lands in {layout.report}")
-        return None
+        return _submit_to_slurm(cfg, stages, executors, layout)
 
     try:
         with StageProgress(stages, cfg.output_dir, enabled=cfg.progress):
             executors[-1].run()
     except Exception as exc:
-        failed = next((s for s in stages if _incomplete(cfg.output_dir, s)), None)
+        failed = next((s for s in stages if completed_tasks(cfg.output_dir, s) < s.tasks), None)
         where = f" in stage {failed.name} (task logs: {logging_dir(cfg.output_dir, failed) / 'logs'})" if failed else ""
         print(f"error: the pipeline failed{where}: {exc}", file=sys.stderr)
         raise
+    return _show_report(layout)
+
+
+def _submit_to_slurm(cfg: PreprocessConfig, stages: list[Stage], executors: list[TrackedSlurmExecutor],
+                     layout: Layout) -> dict | None:
+    """Submit every stage; with executor.wait, follow the jobs to the report (StageFailed when a stage fails)."""
+    jobs = submit_pipeline(stages, executors, cfg.output_dir)
+    for stage_jobs in jobs:
+        print(f"{stage_jobs.stage.name}: {stage_jobs.describe()}", flush=True)
+    if not cfg.executor.wait:
+        print(_follow_hint(jobs, layout))
+        return None
+    try:
+        with StageProgress(stages, cfg.output_dir, enabled=cfg.progress):
+            follow_pipeline(jobs, cfg.output_dir)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; the jobs keep running. {_follow_hint(jobs, layout)}", file=sys.stderr)
+        raise SystemExit(130) from None
+    return _show_report(layout)
+
+
+def _follow_hint(jobs: list[StageJobs], layout: Layout) -> str:
+    job_ids = ",".join(job_id for stage_jobs in jobs for job_id in stage_jobs.array_job_ids)
+    queue = f"squeue -j {job_ids}" if job_ids else "squeue --me"
+    return f"follow with: {queue}; logs in {layout.root / 'logs'}; the report lands in {layout.report}"
+
+
+def _show_report(layout: Layout) -> dict:
     report = json.loads((layout.root / REPORT_FILE).read_text())
     print(format_report(report))
     print(f"shards, manifest.json, tokenizer/ and report.json are in {layout.root}")
     return report
-
-
-def _incomplete(output_dir: str, stage) -> bool:
-    folder = logging_dir(output_dir, stage) / "completions"
-    return (len(list(folder.iterdir())) if folder.is_dir() else 0) < stage.tasks

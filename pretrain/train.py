@@ -86,14 +86,20 @@ def run(cfg: TrainConfig) -> int:
         EvalCallback(run_eval, logger, cfg.eval.every_steps if sources else 0),
         CheckpointCallback(cfg.checkpoint.dir, cfg.checkpoint.every_steps, cfg.checkpoint.keep_last, env.rank),
     ]
+    completed = False
     try:
         trainer.fit()
+        completed = True
     finally:
         if env.rank == 0 and logger.run_dir:
             run_dir = os.path.dirname(logger.run_dir)
             print(f"W&B run {logger.run_id} ({cfg.logging.mode}): {run_dir}"
                   + (f"\n  upload it with: wandb sync {run_dir}" if cfg.logging.mode == "offline" else ""), flush=True)
         logger.finish()
+        if completed:
+            # leave together, once rank 0 has closed the W&B run: a launcher that sees one rank exit
+            # non-zero (75 after a stop signal) terminates the others
+            torch.distributed.barrier()
         engine.destroy()
         torch.distributed.destroy_process_group()
     return stop_on_signal.exit_code(trainer)

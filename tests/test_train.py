@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,45 +14,11 @@ import pytest
 import torch
 
 from .conftest import ROOT
+from .train_runs import ENV, assert_same_weights, losses, train, train_command, wait_for_step
 from .wandb_records import read_run
 
 pytestmark = pytest.mark.slow
 GOLDEN = Path(__file__).parent / "golden" / "tiny_losses.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def train_command(out: Path, shards: Path, nproc: int, *overrides: str) -> list[str]:
-    launcher = [sys.executable, "-m", "pretrain.train"] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port()),
-        "-m", "pretrain.train"]
-    return launcher + [f"output_dir={out}", f"data.path={shards}", "optim.warmup_steps=2", "optim.lr=3e-3",
-                       "batch.micro_batch_size=4", "logging.log_every=1", "eval.every_steps=4", "eval.batches=2",
-                       "checkpoint.every_steps=4", "checkpoint.keep_last=0", *overrides]
-
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
-
-
-def train(out: Path, shards: Path, nproc: int, *overrides: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(train_command(out, shards, nproc, *overrides), cwd=ROOT, capture_output=True, text=True, env=ENV)
-    assert proc.returncode == 0, f"training failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc
-
-
-def losses(out: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["train/loss"] for r in rows if r.get("train/loss") is not None}
-
-
-def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    from pretrain.checkpoint import consolidated_state_dict
-
-    return consolidated_state_dict(checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +53,7 @@ def test_exact_resume_matches_an_uninterrupted_run(two_rank_run, sample_run, tmp
     straight, resumed = losses(two_rank_run), losses(out)
     assert sorted(resumed) == [5, 6, 7, 8]
     assert all(resumed[s] == straight[s] for s in resumed), (straight, resumed)
-    a, b = weights(two_rank_run / "checkpoints" / "step_00000008"), weights(out / "checkpoints" / "step_00000008")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(two_rank_run / "checkpoints" / "step_00000008", out / "checkpoints" / "step_00000008")
     state = json.loads((out / "checkpoints" / "step_00000008" / "trainer_state.json").read_text())
     first = json.loads((two_rank_run / "checkpoints" / "step_00000008" / "trainer_state.json").read_text())
     assert state["data"] == first["data"] and state["wandb_run_id"] == first["wandb_run_id"]
@@ -195,3 +159,41 @@ def test_repeated_non_finite_losses_stop_the_run_without_a_new_checkpoint(sample
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged[0]["train/loss"] is not None and any(r.get("train/skipped_nonfinite_steps") for r in logged)
     assert not (out / "checkpoints").exists() or not list((out / "checkpoints").glob("step_*"))
+
+
+def _worker_pids_by_rank(launcher_pid: int) -> dict[int, int]:
+    """torchrun's worker processes, by the RANK in their environment."""
+    workers = {}
+    for pid in subprocess.run(["ps", "-o", "pid=", "--ppid", str(launcher_pid)], capture_output=True, text=True).stdout.split():
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        rank = next((int(v.split(b"=", 1)[1]) for v in environ if v.startswith(b"RANK=")), None)
+        if rank is not None:
+            workers[rank] = int(pid)
+    return workers
+
+
+def test_a_stop_signal_on_one_rank_stops_every_rank_with_a_checkpoint(sample_run, tmp_path):
+    from pretrain.checkpoint import latest_complete
+    from pretrain.preemption import REQUEUE_EXIT_CODE
+
+    out = tmp_path / "signalled"
+    cmd = train_command(out, sample_run, 2, "max_steps=400", "checkpoint.every_steps=0", "eval.every_steps=0",
+                        "logging.mode=disabled")
+    log = tmp_path / "console.log"
+    with open(log, "w") as console:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, start_new_session=True, stdout=console, stderr=subprocess.STDOUT)
+    try:
+        wait_for_step(out, 3, timeout=300, alive=lambda: proc.poll() is None)
+        workers = _worker_pids_by_rank(proc.pid)
+        assert sorted(workers) == [0, 1], workers
+        os.kill(workers[1], signal.SIGUSR1)  # only rank 1: rank 0 learns of it at the step boundary
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = log.read_text()
+    last = latest_complete(out / "checkpoints")
+    stopped_at = max(losses(out))
+    assert last is not None and last.name == f"step_{stopped_at:08d}" and stopped_at < 400
+    assert f"step {stopped_at}: stop signal (received by another rank): checkpointing and stopping" in output
+    assert f"exitcode  : {REQUEUE_EXIT_CODE}" in output  # torchrun's summary of rank 1
