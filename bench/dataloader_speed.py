@@ -23,9 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_pipeline import manifest as manifest_lib  # noqa: E402
-from data_pipeline.shards import ShardInfo  # noqa: E402
 from pretrain.data import DataConfig, build_train_batches, validation_batches  # noqa: E402
+from synthetic_shards import write_sparse_corpus  # noqa: E402
 
 SOURCES = ("web", "news", "books")
 
@@ -33,21 +32,11 @@ SOURCES = ("web", "news", "books")
 def sparse_manifest(folder: Path, shards_per_source: int, tokens_per_shard: int) -> int:
     """Shards of `tokens_per_shard` tokens (sparse: zeros, a few random tokens); returns the train tokens."""
     rng = np.random.default_rng(0)
-    splits: dict[str, dict[str, list[ShardInfo]]] = {}
-    for split, count in (("train", shards_per_source), ("val", 1)):
-        (folder / split).mkdir(parents=True, exist_ok=True)
-        for source in SOURCES:
-            shards = []
-            for k in range(count):
-                name = f"{source}_{k:05d}.ds"
-                np.array([tokens_per_shard], dtype="<u8").tofile(folder / split / f"{name}.index")
-                with open(folder / split / name, "wb") as f:
-                    f.truncate(tokens_per_shard * 2)
-                    f.write(rng.integers(1, 1000, size=4096, dtype="<u2").tobytes())
-                shards.append(ShardInfo(path=name, documents=1, tokens=tokens_per_shard, sha256="0" * 64))
-            splits.setdefault(split, {})[source] = shards
-    manifest_lib.write(manifest_lib.build(tokenizer_folder=Path("tokenizer"), vocab_size=1000, eos_token="<eos>",
-                                          eos_id=0, token_dtype="uint16", splits=splits, resolved_config={}), folder)
+
+    def random_start(f, _tokens: int) -> None:
+        f.write(rng.integers(1, 1000, size=4096, dtype="<u2").tobytes())
+
+    write_sparse_corpus(folder, SOURCES, {"train": shards_per_source, "val": 1}, tokens_per_shard, 0, random_start)
     return len(SOURCES) * shards_per_source * tokens_per_shard
 
 

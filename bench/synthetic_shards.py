@@ -1,7 +1,8 @@
 """Write a shard folder of random tokens (train and val, one source) with its manifest.
 
 For throughput runs where the text does not matter (bench/gpu_mfu.sh): it needs numpy only, none of
-the data pipeline's dependencies.
+the data pipeline's dependencies. `write_sparse_corpus` writes huge shards that cost no disk, for the
+loader's benchmark and tests.
 
     python bench/synthetic_shards.py --out outputs/synthetic --tokens 200000000 --vocab 32000
 """
@@ -10,14 +11,39 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_pipeline import manifest as manifest_lib  # noqa: E402
-from data_pipeline.shards import ShardWriter, token_dtype_for_vocab  # noqa: E402
+from data_pipeline.shards import ShardInfo, ShardWriter, token_dtype_for_vocab  # noqa: E402
+
+
+def write_sparse_corpus(folder: Path, sources: Iterable[str], shards_per_split: Mapping[str, int], tokens_per_shard: int,
+                        eos_id: int, fill: Callable[[BinaryIO, int], None]) -> dict:
+    """A manifest over .ds shards of `tokens_per_shard` uint16 tokens, one document each, written as sparse
+    files: all zeros but what `fill(file, tokens_per_shard)` writes. Returns the manifest."""
+    splits: dict[str, dict[str, list[ShardInfo]]] = {}
+    for split, count in shards_per_split.items():
+        (folder / split).mkdir(parents=True, exist_ok=True)
+        for source in sources:
+            shards = []
+            for k in range(count):
+                name = f"{source}_{k:05d}.ds"
+                np.array([tokens_per_shard], dtype="<u8").tofile(folder / split / f"{name}.index")
+                with open(folder / split / name, "wb") as f:
+                    f.truncate(tokens_per_shard * 2)
+                    fill(f, tokens_per_shard)
+                shards.append(ShardInfo(path=name, documents=1, tokens=tokens_per_shard, sha256="0" * 64))
+            splits.setdefault(split, {})[source] = shards
+    manifest = manifest_lib.build(tokenizer_folder=Path("tokenizer"), vocab_size=1000, eos_token="<eos>", eos_id=eos_id,
+                                  token_dtype="uint16", splits=splits, resolved_config={})
+    manifest_lib.write(manifest, folder)
+    return manifest
 
 
 def main() -> None:

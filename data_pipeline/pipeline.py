@@ -124,8 +124,9 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         hash_dedup(PARAGRAPH, "paragraph dedup", min_part_chars=para.min_chars, min_doc_chars_after=para.min_doc_chars_after)
 
     tok = cfg.tokenizer
-    add("tokenizer", [_reader(docs), PrepareTokenizer(str(layout.tokenizer), tok.path, tok.vocab_size, tok.min_frequency,
-                                                     tok.eos_token, tok.train_max_chars)], 1)
+    prepare = PrepareTokenizer(str(layout.tokenizer), tok.path, tok.vocab_size, tok.min_frequency, tok.eos_token,
+                               tok.train_max_chars)
+    add("tokenizer", [prepare] if tok.path else [_reader(docs), prepare], 1)  # a given tokenizer is only copied
     add("tokenize", [_reader(docs), TokenizeDocuments(str(layout.tokenizer), str(layout.token_parts), tok.eos_token,
                                                       cfg.shards.seed, cfg.shards.val_fraction, tok.batch_size)])
     add("shard + manifest", [MergeShards(str(layout.token_parts), str(layout.root), str(layout.tokenizer), tok.eos_token,

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench.synthetic_shards import write_sparse_corpus
 from data_pipeline import manifest as manifest_lib
-from data_pipeline.shards import ShardInfo, ShardReader, ShardWriter, token_dtype_for_vocab
+from data_pipeline.shards import ShardReader, ShardWriter, token_dtype_for_vocab
 from pretrain.data import (
     DataConfig,
     MixedSampleOrder,
@@ -337,23 +338,14 @@ def test_validation_covers_each_sample_once_across_ranks(corpus):
 def sparse_corpus(folder: Path, shards_per_source: int, tokens_per_shard: int,
                   sources: tuple[str, ...] = ("web", "news")) -> None:
     """A manifest over huge sparse .ds files (one document each); a marker token at every shard's edges."""
-    splits = {}
-    for split in ("train", "val"):
-        (folder / split).mkdir(parents=True, exist_ok=True)
-        for source in sources:
-            shards = []
-            for k in range(shards_per_source):
-                name = f"{source}_{k:05d}.ds"
-                np.array([tokens_per_shard], dtype="<u8").tofile(folder / split / f"{name}.index")
-                with open(folder / split / name, "wb") as f:
-                    f.truncate(tokens_per_shard * 2)
-                    f.write(np.array([7], dtype="<u2").tobytes())
-                    f.seek((tokens_per_shard - 1) * 2)
-                    f.write(np.array([EOS + 9], dtype="<u2").tobytes())
-                shards.append(ShardInfo(path=name, documents=1, tokens=tokens_per_shard, sha256="0" * 64))
-            splits.setdefault(split, {})[source] = shards
-    manifest_lib.write(manifest_lib.build(tokenizer_folder=Path("tokenizer"), vocab_size=1000, eos_token="<eos>",
-                                          eos_id=EOS, token_dtype="uint16", splits=splits, resolved_config={}), folder)
+
+    def edge_markers(f, tokens: int) -> None:
+        f.write(np.array([7], dtype="<u2").tobytes())
+        f.seek((tokens - 1) * 2)
+        f.write(np.array([EOS + 9], dtype="<u2").tobytes())
+
+    write_sparse_corpus(folder, sources, {"train": shards_per_source, "val": shards_per_source}, tokens_per_shard, EOS,
+                        edge_markers)
 
 
 def test_construction_reads_no_token_data(tmp_path, monkeypatch):

@@ -186,7 +186,7 @@ def test_a_stop_signal_on_one_rank_stops_every_rank_with_a_checkpoint(sample_run
         wait_for_step(out, 3, timeout=300, alive=lambda: proc.poll() is None)
         workers = _worker_pids_by_rank(proc.pid)
         assert sorted(workers) == [0, 1], workers
-        os.kill(workers[1], signal.SIGUSR1)  # only rank 1: rank 0 learns of it at the step boundary
+        os.kill(workers[1], signal.SIGTERM)  # only rank 1: rank 0 learns of it at the step boundary
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:

@@ -38,6 +38,7 @@ from spacy.lang.tokenizer_exceptions import URL_PATTERN
 from spacy.symbols import ORTH
 from warcio.archiveiterator import ArchiveIterator
 
+from bench.word_tokenizer_speed import paragraph_chunks
 from data_pipeline import word_tokenizer
 from data_pipeline.word_tokenizer import FastWordTokenizer, get_word_tokenizer
 
@@ -47,17 +48,6 @@ BOOK_CHUNK_CHARS = 3_000
 BOOK_CHUNK_STRIDE = 6  # keep every 6th chunk
 SPEECH_STRIDE = 6  # keep every 6th State of the Union address
 MAX_WEB_PAGE_BYTES = 100_000  # the few larger pages would double the extraction time
-
-
-def paragraph_chunks(text: str, max_chars: int) -> list[str]:
-    """`text` cut at paragraph boundaries into chunks of about `max_chars` characters."""
-    chunks, current = [], ""
-    for paragraph in text.split("\n\n"):
-        if current and len(current) + len(paragraph) > max_chars:
-            chunks.append(current)
-            current = ""
-        current = f"{current}\n\n{paragraph}" if current else paragraph
-    return chunks + [current] if current else chunks
 
 
 def book_texts() -> list[str]:

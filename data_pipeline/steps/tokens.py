@@ -51,8 +51,6 @@ class PrepareTokenizer(PipelineStep):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if self.path is not None:
             tokenizer = load_tokenizer(self.path, self.eos_token)
-            for _ in data or ():  # drain: the reader in front of this step has nothing to contribute
-                pass
         else:
             texts = (doc.text for doc in data)
             with self.track_time("tokenizer"):
