@@ -157,3 +157,18 @@ def export_env(dist_env: DistEnv, environ: Optional[MutableMapping[str, str]] = 
         "MASTER_ADDR": dist_env.master_addr,
         "MASTER_PORT": str(dist_env.master_port),
     })
+
+
+def strip_local_rank_argument(argv: Sequence[str]) -> list[str]:
+    """argv without the `--local_rank=N` (or `--local_rank N`) the `deepspeed` launcher appends, which
+    Hydra would reject as an override: the launcher also exports LOCAL_RANK, which detect() reads."""
+    out: list[str] = []
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg == "--local_rank":
+            skip_next = True
+        elif not arg.startswith("--local_rank="):
+            out.append(arg)
+    return out

@@ -116,4 +116,7 @@ def main(dict_cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from pretrain.distributed import strip_local_rank_argument
+
+    sys.argv = strip_local_rank_argument(sys.argv)
     main()

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from .conftest import ROOT
-from .train_runs import ENV, assert_same_weights, losses, train, train_command, wait_for_step
+from .train_runs import ENV, assert_same_weights, deepspeed_launcher_command, losses, train, train_command, wait_for_step
 from .wandb_records import read_run
 
 pytestmark = pytest.mark.slow
@@ -33,6 +33,13 @@ def test_two_rank_zero2_learns(two_rank_run):
     loss = losses(two_rank_run)
     assert sorted(loss) == list(range(1, 9))
     assert loss[8] < loss[1] - 0.5
+
+
+def test_the_deepspeed_launcher_trains_like_torchrun(two_rank_run, sample_run, tmp_path):
+    out = tmp_path / "deepspeed_launcher"
+    train(out, sample_run, 2, "max_steps=8", "deepspeed=zero2", "deepspeed.precision=fp32", "eval.every_steps=0",
+          "checkpoint.every_steps=0", "logging.mode=disabled", command=deepspeed_launcher_command)
+    assert losses(out) == losses(two_rank_run)
 
 
 def test_wandb_offline_run_holds_metrics_and_config(two_rank_run):

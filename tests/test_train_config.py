@@ -30,7 +30,7 @@ from pretrain.config import (
     validate,
     validate_against_manifest,
 )
-from pretrain.distributed import DistEnv, detect, export_env, first_host, parse_node_addr
+from pretrain.distributed import DistEnv, detect, export_env, first_host, parse_node_addr, strip_local_rank_argument
 
 from .conftest import ROOT
 
@@ -512,6 +512,11 @@ def test_deepspeed_launcher_env():
     env = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
            "CROSS_RANK": "0", "CROSS_SIZE": "1", "LOCAL_SIZE": "2"}
     assert detect(env, run=no_scontrol) == DistEnv(1, 1, 2, "127.0.0.1", 29500, "deepspeed")
+
+
+def test_the_deepspeed_launchers_local_rank_argument_is_dropped_before_hydra_sees_it():
+    argv = ["train.py", "--local_rank=1", "max_steps=3", "--local_rank", "0", "model=tiny"]
+    assert strip_local_rank_argument(argv) == ["train.py", "max_steps=3", "model=tiny"]
 
 
 def test_plain_env_vars():

@@ -37,8 +37,14 @@ def train_command(out: Path, shards: Path, nproc: int, *overrides: str) -> list[
     return launcher + run_overrides(out, shards, *overrides)
 
 
-def train(out: Path, shards: Path, nproc: int, *overrides: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(train_command(out, shards, nproc, *overrides), cwd=ROOT, capture_output=True, text=True, env=ENV)
+def deepspeed_launcher_command(out: Path, shards: Path, nproc: int, *overrides: str) -> list[str]:
+    launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(free_port()),
+                "--module", "pretrain.train"]
+    return launcher + run_overrides(out, shards, *overrides)
+
+
+def train(out: Path, shards: Path, nproc: int, *overrides: str, command=train_command) -> subprocess.CompletedProcess:
+    proc = subprocess.run(command(out, shards, nproc, *overrides), cwd=ROOT, capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, f"training failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 
