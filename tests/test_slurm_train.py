@@ -82,3 +82,21 @@ def test_preempted_job_checkpoints_requeues_and_finishes_like_an_uninterrupted_o
     reference, _ = slurm_run
     assert losses(out) == losses(reference)
     assert_same_weights(reference / "checkpoints" / f"step_{MAX_STEPS:08d}", out / "checkpoints" / f"step_{MAX_STEPS:08d}")
+
+
+def test_a_job_signalled_while_starting_requeues_and_still_finishes_like_an_uninterrupted_one(slurm_run, slurm_cluster,
+                                                                                            sample_run, tmp_path):
+    """USR1 before the ranks have trained a step (maybe before they can handle it): whether they stop after
+    their first step with a checkpoint or die of the signal, the job requeues and ends where it should."""
+    out = tmp_path / "signalled_early"
+    job_id = submit(slurm_cluster, out, sample_run)
+    slurm_cluster.wait(job_id, JOB_TIMEOUT, states={"RUNNING"})
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True, timeout=30)
+    info = slurm_cluster.wait(job_id, JOB_TIMEOUT)
+    output = job_output(out, job_id)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", output[-4000:]
+    assert f"requeueing job {job_id}" in output
+
+    reference, _ = slurm_run
+    assert losses(out) == losses(reference)
+    assert_same_weights(reference / "checkpoints" / f"step_{MAX_STEPS:08d}", out / "checkpoints" / f"step_{MAX_STEPS:08d}")
