@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,13 @@ def submit(cluster, out: Path, shards: Path) -> str:
     assert match, proc.stdout
     assert f"tail -f {out}/slurm-{match.group(1)}.out" in proc.stdout
     return match.group(1)
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout:.0f}s for {what}"
+        time.sleep(0.1)
 
 
 def job_output(out: Path, job_id: str) -> str:
@@ -90,7 +98,10 @@ def test_a_job_signalled_while_starting_requeues_and_still_finishes_like_an_unin
     their first step with a checkpoint or die of the signal, the job requeues and ends where it should."""
     out = tmp_path / "signalled_early"
     job_id = submit(slurm_cluster, out, sample_run)
-    slurm_cluster.wait(job_id, JOB_TIMEOUT, states={"RUNNING"})
+    # the script's first line says its traps are set (Slurm may drop a signal sent before the script runs)
+    started = out / f"slurm-{job_id}.out"
+    wait_until(lambda: started.exists() and f"job {job_id} (restart 0)" in started.read_text(), JOB_TIMEOUT,
+               f"the batch script of job {job_id} to start")
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True, timeout=30)
     info = slurm_cluster.wait(job_id, JOB_TIMEOUT)
     output = job_output(out, job_id)
