@@ -123,9 +123,6 @@ class StageProgress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def _done(self, stage: Stage) -> int:
-        return completed_tasks(self.output_dir, stage)
-
     def _watch(self) -> None:
         from tqdm import tqdm
 
@@ -134,11 +131,11 @@ class StageProgress:
             desc = f"[{i:>2}/{len(self.stages)}] {stage.title:<{width}}"
             with tqdm(total=stage.tasks, desc=desc, unit="task", leave=True, file=sys.stderr) as bar:
                 while True:
-                    done = self._done(stage)
+                    done = completed_tasks(self.output_dir, stage)
                     bar.update(done - bar.n)
                     if done >= stage.tasks or self._stop.wait(0.25):
                         break
-            if self._stop.is_set() and self._done(stage) < stage.tasks:
+            if self._stop.is_set() and completed_tasks(self.output_dir, stage) < stage.tasks:
                 return
 
     def __enter__(self):

@@ -267,3 +267,17 @@ def test_blocks_can_be_wrapped_with_activation_checkpointing():
     grads = {n.replace("_checkpoint_wrapped_module.", ""): p.grad for n, p in wrapped.named_parameters()}
     for name, param in model.named_parameters():
         torch.testing.assert_close(grads[name], param.grad, rtol=0, atol=1e-6)
+
+
+def test_the_hydra_model_schema_mirrors_model_config():
+    """pretrain/config.py stays free of torch, so it restates ModelConfig's fields: keep them in step."""
+    import dataclasses
+
+    from pretrain.config import ModelSection
+
+    schema = {f.name: f for f in dataclasses.fields(ModelSection)}
+    model = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    assert list(schema) == list(model)
+    for name, field in model.items():
+        if field.default is not dataclasses.MISSING and name != "vocab_size":  # the schema's null: from the manifest
+            assert schema[name].default == field.default, name

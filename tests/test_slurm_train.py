@@ -8,13 +8,12 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from .conftest import ROOT
-from .train_runs import ENV, assert_same_weights, losses, run_overrides, train, wait_for_step
+from .train_runs import ENV, assert_same_weights, losses, run_overrides, train, wait_for_step, wait_until
 
 pytestmark = pytest.mark.slurm
 MAX_STEPS = 16
@@ -32,13 +31,6 @@ def submit(cluster, out: Path, shards: Path) -> str:
     assert match, proc.stdout
     assert f"tail -f {out}/slurm-{match.group(1)}.out" in proc.stdout
     return match.group(1)
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout:.0f}s for {what}"
-        time.sleep(0.1)
 
 
 def job_output(out: Path, job_id: str) -> str:

@@ -15,7 +15,6 @@ import random
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,13 +37,12 @@ from spacy.lang.tokenizer_exceptions import URL_PATTERN
 from spacy.symbols import ORTH
 from warcio.archiveiterator import ArchiveIterator
 
-from bench.word_tokenizer_speed import paragraph_chunks
+from bench.word_tokenizer_speed import BOOK_CHUNK_CHARS, paragraph_chunks
 from data_pipeline import word_tokenizer
 from data_pipeline.word_tokenizer import FastWordTokenizer, get_word_tokenizer
 
+from .conftest import SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
-BOOK_CHUNK_CHARS = 3_000
 BOOK_CHUNK_STRIDE = 6  # keep every 6th chunk
 SPEECH_STRIDE = 6  # keep every 6th State of the Union address
 MAX_WEB_PAGE_BYTES = 100_000  # the few larger pages would double the extraction time

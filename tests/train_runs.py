@@ -58,13 +58,20 @@ def losses(out: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in logged(out) if r.get("train/loss") is not None}
 
 
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout:.0f}s for {what}"
+        time.sleep(0.1)
+
+
 def wait_for_step(out: Path, step: int, timeout: float, alive=lambda: True) -> None:
     """Until metrics.jsonl holds `step`; fails when `alive()` turns false or on timeout."""
-    deadline = time.monotonic() + timeout
-    while not any(r["step"] >= step for r in logged(out)):
+    def reached() -> bool:
         assert alive(), f"the run ended before step {step} (see {out})"
-        assert time.monotonic() < deadline, f"no step {step} after {timeout:.0f}s (see {out})"
-        time.sleep(0.1)
+        return any(r["step"] >= step for r in logged(out))
+
+    wait_until(reached, timeout, f"step {step} (see {out})")
 
 
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
