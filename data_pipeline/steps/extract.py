@@ -9,6 +9,7 @@ from datatrove.utils.typeshelper import StatHints
 
 from data_pipeline.bad_records import BadRecord, BadRecordLog
 from data_pipeline.config import ExtractConfig
+from data_pipeline.steps.discard_xpaths import compiled_discard_xpaths
 
 
 class HtmlExtractor(Trafilatura):
@@ -16,12 +17,15 @@ class HtmlExtractor(Trafilatura):
 
     Extraction runs in datatrove's sandbox process, so a page that hangs or crashes trafilatura costs one
     document, not the task. Such pages are dropped and logged as bad records; a page with no main text is
-    dropped and counted (a normal outcome for index and navigation pages, not bad input).
+    dropped and counted (a normal outcome for index and navigation pages, not bad input). With
+    `compiled_xpaths`, trafilatura prunes boilerplate with the selectors of steps/discard_xpaths.py (same
+    text, faster); without, it runs as stock.
     """
 
     name = "⛏ HTML extraction"
 
-    def __init__(self, config: ExtractConfig | None = None, bad_records: BadRecordLog | None = None):
+    def __init__(self, config: ExtractConfig | None = None, bad_records: BadRecordLog | None = None,
+                 compiled_xpaths: bool = True):
         config = config or ExtractConfig()
         super().__init__(
             favour_precision=config.favour_precision,
@@ -32,6 +36,13 @@ class HtmlExtractor(Trafilatura):
             include_tables=config.include_tables,
         )
         self.bad_records = bad_records or BadRecordLog(None)
+        self.compiled_xpaths = compiled_xpaths
+
+    def extract(self, text: str) -> str:
+        if not self.compiled_xpaths:
+            return super().extract(text)
+        with compiled_discard_xpaths():
+            return super().extract(text)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         self.bad_records.start_task(rank)
