@@ -634,6 +634,9 @@ class FastWordTokenizer(WordTokenizer):
     def _init_caches(self) -> None:
         self._chunk_words = _ChunkCache(_chunk_words, self.cache_size)
         self._chunk_profiles = _ChunkCache(_chunk_sentence_profile, self.cache_size)
+        # the quality filters split the same document one after the other: the last answer is kept
+        self._last_text: str | None = None
+        self._last_words: list[str] = []
 
     # datatrove pickles pipeline steps, and with them this tokenizer, to send them to workers: leave the
     # caches behind.
@@ -645,6 +648,13 @@ class FastWordTokenizer(WordTokenizer):
         self._init_caches()
 
     def word_tokenize(self, text: str) -> list[str]:
+        if text is self._last_text:  # the same object, kept alive here: the same text
+            return list(self._last_words)
+        words = self._word_tokenize(text)
+        self._last_text, self._last_words = text, words
+        return list(words)
+
+    def _word_tokenize(self, text: str) -> list[str]:
         # spaCy also makes tokens of whitespace, which datatrove drops.
         chunk_words = self._chunk_words
         chunk_words.saw_context_dependent = False
@@ -714,13 +724,13 @@ class FastWordTokenizer(WordTokenizer):
 
 
 @lru_cache(maxsize=None)
-def get_word_tokenizer(name: str) -> WordTokenizer:
-    """The English word tokenizer called `name`: "fast" (FastWordTokenizer) or "spacy" (datatrove's stock one).
+def get_word_tokenizer(components: str) -> WordTokenizer:
+    """The English word tokenizer of `components`: "fast" (FastWordTokenizer) or "stock" (datatrove's spaCy one).
 
-    One instance per name and process, so that all the steps using "fast" share its caches.
+    One instance per process, so that all the steps using "fast" share its caches.
     """
-    if name == "fast":
+    if components == "fast":
         return FastWordTokenizer()
-    if name == "spacy":
+    if components == "stock":
         return load_word_tokenizer(Languages.english)
-    raise ValueError(f"unknown word tokenizer {name!r}: expected 'fast' or 'spacy'")
+    raise ValueError(f"unknown components {components!r}: expected 'fast' or 'stock'")
