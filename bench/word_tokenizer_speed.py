@@ -16,15 +16,12 @@ extracted with trafilatura).
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import trafilatura
 from datatrove.data import Document
 from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 from datatrove.pipeline.filters import (
@@ -34,65 +31,10 @@ from datatrove.pipeline.filters import (
     GopherRepetitionFilter,
 )
 from datatrove.utils.word_tokenizers import WordTokenizer
-from warcio.archiveiterator import ArchiveIterator
 
+from common import SAMPLE
+from corpus_texts import load_texts
 from data_pipeline.word_tokenizer import FastWordTokenizer, get_word_tokenizer
-
-
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
-BOOK_CHUNK_CHARS = 3_000
-
-
-def paragraph_chunks(text: str, max_chars: int = BOOK_CHUNK_CHARS) -> Iterator[str]:
-    current = ""
-    for paragraph in text.split("\n\n"):
-        if current and len(current) + len(paragraph) > max_chars:
-            yield current
-            current = ""
-        current = f"{current}\n\n{paragraph}" if current else paragraph
-    if current:
-        yield current
-
-
-def book_texts(folder: Path) -> Iterator[str]:
-    for path in sorted(folder.rglob("*.txt")):
-        yield from paragraph_chunks(path.read_text(encoding="utf-8", errors="replace"))
-
-
-def news_texts(folder: Path) -> Iterator[str]:
-    for path in sorted([*folder.rglob("*.jsonl"), *folder.rglob("*.jsonl.gz")]):
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as lines:
-            for line in lines:
-                yield json.loads(line)["text"]
-
-
-def web_texts(folder: Path) -> Iterator[str]:
-    def pages() -> Iterator[bytes]:
-        for path in sorted(folder.rglob("*")):
-            if path.name.endswith((".warc", ".warc.gz")):
-                with open(path, "rb") as warc:
-                    for record in ArchiveIterator(warc):
-                        if record.rec_type == "response":
-                            yield record.content_stream().read()
-            elif path.suffix in (".html", ".htm"):
-                yield path.read_bytes()
-
-    for html in pages():
-        text = trafilatura.extract(html.decode("utf-8", "replace"), include_comments=False, deduplicate=False)
-        if text:
-            yield text
-
-
-def load_texts(docs_dir: Path, limit: int | None) -> list[str]:
-    """The documents of `docs_dir`: at most `limit` of each kind."""
-    texts = []
-    for kind, read in (("books", book_texts), ("news", news_texts), ("web", web_texts)):
-        if (docs_dir / kind).is_dir():
-            for i, text in enumerate(read(docs_dir / kind)):
-                if limit is not None and i >= limit:
-                    break
-                texts.append(text)
-    return texts
 
 
 Step = Callable[[WordTokenizer, list[str]], list[Any]]  # one step's outcome for each document
@@ -160,7 +102,7 @@ def main() -> None:
         raise SystemExit(f"no documents under {args.docs_dir}")
     print(f"{len(texts)} documents, {sum(map(len, texts)) / 1e6:.1f} M characters from {args.docs_dir}\n")
 
-    spacy_tokenizer = get_word_tokenizer("spacy")
+    spacy_tokenizer = get_word_tokenizer("stock")
     spacy_tokenizer.word_tokenize("Load spaCy before the clock starts.")
     print(f"{'documents/CPU-second':<24}{'spacy':>12}{'fast cold':>12}{'fast warm':>12}", end="")
     print(f"{'speed-up cold':>14}{'speed-up warm':>14}")

@@ -74,11 +74,11 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
     bad_records = BadRecordLog(layout.bad_records)
     clean = [SourceReader(files, bad_records), Meter("read")]
     for enabled, step, point in (
-        (cfg.extract.enabled, lambda: HtmlExtractor(cfg.extract, bad_records), "extract"),
+        (cfg.extract.enabled, lambda: HtmlExtractor(cfg.extract, bad_records, compiled_xpaths=cfg.components == "fast"), "extract"),
         (cfg.gutenberg.enabled, lambda: GutenbergStripper(cfg.gutenberg), "gutenberg"),
         (cfg.normalize.enabled, lambda: TextNormalizer(cfg.normalize, bad_records), "normalize"),
         (cfg.language.enabled, lambda: LanguageIdentifier(cfg.language), "language"),
-        (True, lambda: QualityFilters(cfg.quality, cfg.word_tokenizer), "quality"),
+        (True, lambda: QualityFilters(cfg.quality, cfg.components), "quality"),
         (cfg.pii.enabled, lambda: PiiRedactor(cfg.pii), "pii"),
     ):
         if enabled:
@@ -105,7 +105,7 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         mh_config = MinhashConfig(n_grams=mh.n_grams, num_buckets=mh.num_buckets, hashes_per_bucket=mh.hashes_per_bucket, seed=mh.seed)
         work = layout.work / "minhash"
         audit = MinhashAudit(str(work / "audit"))
-        language = get_word_tokenizer(cfg.word_tokenizer)
+        language = get_word_tokenizer(cfg.components)
         add("near dedup: minhash signatures", [_reader(docs), MinhashDedupSignature(str(work / "signatures"), config=mh_config, language=language)])
         add("near dedup: buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=mh_config)], mh.num_buckets)
         add("near dedup: clusters", [MinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=mh_config, save_cluster_id=True)], 1)

@@ -32,3 +32,8 @@ def test_scaling_smoke():
 def test_trainer_speed_smoke(sample_run):
     out = run_bench("trainer_speed.py", "--smoke", "--data", str(sample_run))
     assert "bare PyTorch" in out and "torch DDP" in out and "data loader" in out
+
+
+def test_components_speed_smoke_asserts_same_outcomes():
+    out = run_bench("components_speed.py", "--repeats", "1", "--limit", "30")
+    assert "HTML extraction" in out and "Gopher repetition" in out and out.count("same outcomes") == 2

@@ -14,7 +14,7 @@ from .conftest import SAMPLE, run_pipeline_cli
         (["input_dir=null", "sources=[{name: x, kind: podcasts, paths: [data/sample/news]}]"], "sources[0].kind"),
         (["input_dir=null", "sources=[{name: x, kind: news, paths: [/no/such/file.jsonl]}]"], "sources[0].paths"),
         (["shards.formats=[parquet]"], "shards.formats"),
-        (["word_tokenizer=nltk"], "word_tokenizer"),
+        (["components=turbo"], "components"),
     ],
 )
 def test_bad_config_is_a_clear_error_before_any_work(tmp_path, overrides, message):

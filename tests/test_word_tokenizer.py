@@ -8,8 +8,6 @@ web pages) to keep the module under a minute.
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import json
 import pickle
 import random
 import re
@@ -19,7 +17,6 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import spacy
-import trafilatura
 from datatrove.data import Document
 from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 from datatrove.pipeline.filters import (
@@ -35,9 +32,8 @@ from spacy.lang.en.punctuation import TOKENIZER_INFIXES
 from spacy.lang.punctuation import TOKENIZER_PREFIXES, TOKENIZER_SUFFIXES
 from spacy.lang.tokenizer_exceptions import URL_PATTERN
 from spacy.symbols import ORTH
-from warcio.archiveiterator import ArchiveIterator
 
-from bench.word_tokenizer_speed import BOOK_CHUNK_CHARS, paragraph_chunks
+from bench.corpus_texts import book_texts, news_texts, web_texts
 from data_pipeline import word_tokenizer
 from data_pipeline.word_tokenizer import FastWordTokenizer, get_word_tokenizer
 
@@ -48,35 +44,11 @@ SPEECH_STRIDE = 6  # keep every 6th State of the Union address
 MAX_WEB_PAGE_BYTES = 100_000  # the few larger pages would double the extraction time
 
 
-def book_texts() -> list[str]:
-    chunks = []
-    for path in sorted((SAMPLE / "books").glob("*.txt")):
-        chunks += paragraph_chunks(path.read_text(encoding="utf-8"), BOOK_CHUNK_CHARS)
-    return chunks[::BOOK_CHUNK_STRIDE]
-
-
-def news_texts() -> list[str]:
-    with gzip.open(SAMPLE / "news" / "sotu-1990-2021.jsonl.gz", "rt", encoding="utf-8") as lines:
-        return [json.loads(line)["text"] for line in lines][::SPEECH_STRIDE]
-
-
-def web_texts() -> list[str]:
-    texts = []
-    with open(SAMPLE / "web" / "docs-crawl.warc.gz", "rb") as warc:
-        for record in ArchiveIterator(warc):
-            if record.rec_type != "response":
-                continue
-            html = record.content_stream().read()
-            if len(html) <= MAX_WEB_PAGE_BYTES:
-                text = trafilatura.extract(html.decode("utf-8", "replace"), include_comments=False, deduplicate=False)
-                if text:
-                    texts.append(text)
-    return texts
-
-
 @pytest.fixture(scope="module")
 def documents() -> list[Document]:
-    texts = {"book": book_texts(), "news": news_texts(), "web": web_texts()}
+    texts = {"book": list(book_texts(SAMPLE / "books"))[::BOOK_CHUNK_STRIDE],
+             "news": list(news_texts(SAMPLE / "news"))[::SPEECH_STRIDE],
+             "web": list(web_texts(SAMPLE / "web", MAX_WEB_PAGE_BYTES))}
     return [Document(text=text, id=f"{kind}-{i}") for kind, batch in texts.items() for i, text in enumerate(batch)]
 
 
@@ -106,7 +78,7 @@ class MemoizedTokenizer(WordTokenizer):
 
 @pytest.fixture(scope="module")
 def stock() -> WordTokenizer:
-    return MemoizedTokenizer(get_word_tokenizer("spacy"))
+    return MemoizedTokenizer(get_word_tokenizer("stock"))
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +247,6 @@ def test_survives_pickling_without_its_caches():
 def test_get_word_tokenizer():
     assert isinstance(get_word_tokenizer("fast"), FastWordTokenizer)
     assert get_word_tokenizer("fast") is get_word_tokenizer("fast")  # its caches are shared
-    assert get_word_tokenizer("spacy").word_tokenize("Hi there.") == ["Hi", "there", "."]
+    assert get_word_tokenizer("stock").word_tokenize("Hi there.") == ["Hi", "there", "."]
     with pytest.raises(ValueError, match="'nltk'"):
         get_word_tokenizer("nltk")

@@ -2,7 +2,9 @@
 
 Each source names a quality profile (by default the profile named like its kind). The step builds
 datatrove's Gopher quality, Gopher repetition, C4 and FineWeb filters once per profile and runs a
-document through the filters of its own profile, recording which filter removed it and why.
+document through the filters of its own profile, recording which filter removed it and why. With the
+"fast" components, the filters split words with FastWordTokenizer and the Gopher repetition counts are
+those of steps/repetition.py: the same decisions as the stock ones.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from datatrove.pipeline.filters import (
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from data_pipeline.config import QualityProfile
+from data_pipeline.steps.repetition import FastGopherRepetitionFilter
 from data_pipeline.word_tokenizer import get_word_tokenizer
 
 
-def build_filters(profile: QualityProfile, word_tokenizer: str) -> list[tuple[str, BaseFilter]]:
+def build_filters(profile: QualityProfile, components: str) -> list[tuple[str, BaseFilter]]:
     """The enabled filters of a profile, in the order they run (cheapest decisions first)."""
-    language = get_word_tokenizer(word_tokenizer)
+    language = get_word_tokenizer(components)
+    repetition_filter = FastGopherRepetitionFilter if components == "fast" else GopherRepetitionFilter
     filters: list[tuple[str, BaseFilter]] = []
 
     def options(section) -> dict:
@@ -37,7 +41,7 @@ def build_filters(profile: QualityProfile, word_tokenizer: str) -> list[tuple[st
         opts = options(profile.gopher_repetition)
         opts["top_n_grams"] = tuple(sorted(opts["top_n_grams"].items()))
         opts["dup_n_grams"] = tuple(sorted(opts["dup_n_grams"].items()))
-        filters.append(("gopher_repetition", GopherRepetitionFilter(**opts, language=language)))
+        filters.append(("gopher_repetition", repetition_filter(**opts, language=language)))
     if profile.gopher_quality.enabled:
         filters.append(("gopher_quality", GopherQualityFilter(**options(profile.gopher_quality), language=language)))
     if profile.c4.enabled:
@@ -57,15 +61,15 @@ class QualityFilters(PipelineStep):
     name = "quality filters"
     type = "🔻 - FILTER"
 
-    def __init__(self, profiles: dict[str, QualityProfile], word_tokenizer: str = "fast"):
+    def __init__(self, profiles: dict[str, QualityProfile], components: str = "fast"):
         super().__init__()
         self.profiles = profiles
-        self.word_tokenizer = word_tokenizer
+        self.components = components
         self._filters: dict[str, list[tuple[str, BaseFilter]]] | None = None
 
     def _filters_for(self, profile: str) -> list[tuple[str, BaseFilter]]:
         if self._filters is None:
-            self._filters = {name: build_filters(p, self.word_tokenizer) for name, p in self.profiles.items()}
+            self._filters = {name: build_filters(p, self.components) for name, p in self.profiles.items()}
         return self._filters[profile]
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
