@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,13 @@ import trafilatura
 from warcio.archiveiterator import ArchiveIterator
 
 BOOK_CHUNK_CHARS = 3_000
+
+
+def _files(folder: Path, *suffixes: str) -> list[Path]:
+    """The files under `folder` whose names end with one of `suffixes`, following links (bench/corpus is
+    made of links into the downloaded packages)."""
+    found = [Path(root) / name for root, _, names in os.walk(folder, followlinks=True) for name in names]
+    return sorted(path for path in found if path.name.endswith(suffixes))
 
 
 def paragraph_chunks(text: str, max_chars: int = BOOK_CHUNK_CHARS) -> Iterator[str]:
@@ -29,12 +37,12 @@ def paragraph_chunks(text: str, max_chars: int = BOOK_CHUNK_CHARS) -> Iterator[s
 
 
 def book_texts(folder: Path) -> Iterator[str]:
-    for path in sorted(folder.rglob("*.txt")):
+    for path in _files(folder, ".txt"):
         yield from paragraph_chunks(path.read_text(encoding="utf-8", errors="replace"))
 
 
 def news_texts(folder: Path) -> Iterator[str]:
-    for path in sorted([*folder.rglob("*.jsonl"), *folder.rglob("*.jsonl.gz")]):
+    for path in _files(folder, ".jsonl", ".jsonl.gz"):
         with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as lines:
             for line in lines:
                 yield json.loads(line)["text"]
@@ -44,13 +52,13 @@ def web_pages(folder: Path, max_bytes: int | None = None) -> Iterator[str]:
     """The HTML of the WARC responses and HTML files under `folder`, the larger than `max_bytes` left out."""
 
     def pages() -> Iterator[bytes]:
-        for path in sorted(folder.rglob("*")):
+        for path in _files(folder, ".warc", ".warc.gz", ".html", ".htm"):
             if path.name.endswith((".warc", ".warc.gz")):
                 with open(path, "rb") as warc:
                     for record in ArchiveIterator(warc):
                         if record.rec_type == "response":
                             yield record.content_stream().read()
-            elif path.suffix in (".html", ".htm"):
+            else:
                 yield path.read_bytes()
 
     for html in pages():
