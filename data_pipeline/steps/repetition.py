@@ -13,6 +13,7 @@ tests/test_repetition.py checks every count and decision against datatrove's own
 from __future__ import annotations
 
 from collections import Counter
+from functools import cached_property
 
 import numpy as np
 
@@ -69,7 +70,6 @@ class NGramCounts:
         self.spaced_words_are_unambiguous = not any(" " in word for word in distinct)
         self._distinct = distinct
         self._codes = {1: self.ids}  # n -> _tuple_codes(n)
-        self._prefix_hashes: np.ndarray | None = None
 
     def top_chars(self, n: int) -> int | None:
         """Length times count of the most frequent n-gram (words joined by spaces; the first met among the most
@@ -125,23 +125,29 @@ class NGramCounts:
             self._codes[n] = np.unique(pairs, return_inverse=True)[1].reshape(-1)
         return self._codes[n]
 
+    @cached_property
+    def _prefix_hashes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets, prefix, unshift): offsets[k] is where word k starts in the words joined, prefix[k] the hash of
+        the first k words joined (every code point at the power of its offset), unshift[k] the factor that brings
+        a hash starting at word k back to power 0."""
+        known = self._word_hashes
+        if len(known) > _MAX_WORDS_REMEMBERED:
+            known.clear()
+        for word in self._distinct:
+            if word not in known:
+                known[word] = _word_hash(word)
+        word_hashes = np.fromiter(map(known.__getitem__, self._distinct), dtype=np.int64, count=self.vocabulary)[self.ids]
+        offsets = np.concatenate(([0], np.cumsum(self.lengths)))
+        terms = word_hashes * _powers(_BASE, offsets[:-1]) % _PRIME
+        prefix = np.concatenate(([0], np.cumsum(terms) % _PRIME))
+        return offsets, prefix, _powers(_INVERSE_BASE, offsets[:-1])
+
     def _joined_hashes(self, n: int) -> np.ndarray:
         """For each position, the hash of its n words joined without a separator, with its length: equal for
         equal strings (and, rarely, for others)."""
-        if self._prefix_hashes is None:
-            hashes = self._word_hashes
-            if len(hashes) > _MAX_WORDS_REMEMBERED:
-                hashes.clear()
-            word_hashes = np.array([hashes[w] if w in hashes else hashes.setdefault(w, _word_hash(w)) for w in self._distinct],
-                                   dtype=np.int64)[self.ids]
-            self._offsets = np.concatenate(([0], np.cumsum(self.lengths)))
-            # prefix[k]: hash of the first k words joined, every code point at the power of its offset
-            terms = word_hashes * _powers(_BASE, self._offsets[:-1]) % _PRIME
-            self._prefix_hashes = np.concatenate(([0], np.cumsum(terms) % _PRIME))
-            self._unshift = _powers(_INVERSE_BASE, self._offsets[:-1])  # brings an n-gram's hash back to power 0
+        offsets, prefix, unshift = self._prefix_hashes
         count = len(self.words) - n + 1
-        offsets, prefix = self._offsets, self._prefix_hashes
-        hashes = (prefix[n:] - prefix[:count]) % _PRIME * self._unshift[:count] % _PRIME
+        hashes = (prefix[n:] - prefix[:count]) % _PRIME * unshift[:count] % _PRIME
         return hashes * 2**31 + (offsets[n:] - offsets[:count])
 
 
