@@ -4,6 +4,9 @@
   (data_pipeline/steps/discard_xpaths.py); asserts the same extracted text for every page.
 - Gopher repetition: datatrove's `GopherRepetitionFilter` vs `FastGopherRepetitionFilter`
   (data_pipeline/steps/repetition.py), both with the fast word tokenizer; asserts the same decisions.
+- Gopher quality and C4: datatrove's `GopherQualityFilter` and `C4QualityFilter` vs `FastGopherQualityFilter`
+  and `FastC4QualityFilter` (data_pipeline/steps/heuristics.py), on the books, news and extracted web texts;
+  asserts the same decisions (and, for C4, the same text left).
 
 Prints documents per CPU-second (time.process_time) and the speed-up, best of `--repeats` passes.
 
@@ -19,11 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from datatrove.data import Document
-from datatrove.pipeline.filters import GopherRepetitionFilter
+from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
+from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from common import SAMPLE
 from corpus_texts import book_texts, news_texts, web_pages
 from data_pipeline.steps.extract import HtmlExtractor
+from data_pipeline.steps.heuristics import FastC4QualityFilter, FastGopherQualityFilter
 from data_pipeline.steps.repetition import FastGopherRepetitionFilter
 from data_pipeline.word_tokenizer import get_word_tokenizer
 
@@ -37,7 +42,8 @@ def best_time(run: Callable[[], list], repeats: int) -> tuple[float, list]:
     return best, outcome
 
 
-def compare(name: str, items: list, stock: Callable, fast: Callable, repeats: int) -> None:
+def compare(name: str, items: list, stock: Callable, fast: Callable, repeats: int) -> list:
+    """Times `stock` and `fast` over `items`, checks that they give the same outcomes and returns them."""
     stock_seconds, expected = best_time(lambda: [stock(item) for item in items], repeats)
     fast_seconds, actual = best_time(lambda: [fast(item) for item in items], repeats)
     differ = sum(a != e for a, e in zip(actual, expected))
@@ -45,6 +51,17 @@ def compare(name: str, items: list, stock: Callable, fast: Callable, repeats: in
         raise SystemExit(f"{name}: {differ} of {len(items)} outcomes differ from the stock component")
     print(f"{name:<20}{len(items):>8}{len(items) / stock_seconds:>12.1f}{len(items) / fast_seconds:>12.1f}"
           f"{stock_seconds / fast_seconds:>9.2f}x  same outcomes", flush=True)
+    return actual
+
+
+def decide(doc_filter: BaseFilter) -> Callable[[str], tuple]:
+    """The filter's verdict on a text, and the text it leaves (C4 drops lines), on a fresh document."""
+
+    def verdict(text: str) -> tuple:
+        document = Document(text=text, id="")
+        return doc_filter.filter(document), document.text
+
+    return verdict
 
 
 def main() -> None:
@@ -61,14 +78,18 @@ def main() -> None:
     print(f"{'documents/CPU-second':<20}{'docs':>8}{'stock':>12}{'fast':>12}{'speed-up':>10}")
     # `extract` is trafilatura's call as datatrove makes it (without the sandbox process around it)
     stock_extract, fast_extract = HtmlExtractor(compiled_xpaths=False).extract, HtmlExtractor(compiled_xpaths=True).extract
-    compare("HTML extraction", pages, stock_extract, fast_extract, args.repeats)
+    extracted = compare("HTML extraction", pages, stock_extract, fast_extract, args.repeats)
+    texts += [text for text in extracted if text]
 
     tokenizer = get_word_tokenizer("fast")
-    documents = [Document(text=text, id=str(i)) for i, text in enumerate(texts)]
-    for document in documents:  # the tokenizer's caches warm for both
-        tokenizer.word_tokenize(document.text)
-    stock, fast = GopherRepetitionFilter(language=tokenizer), FastGopherRepetitionFilter(language=tokenizer)
-    compare("Gopher repetition", documents, stock.filter, fast.filter, args.repeats)
+    for text in texts:  # the tokenizer's caches warm for both
+        tokenizer.word_tokenize(text)
+    for name, stock, fast in (
+        ("Gopher repetition", GopherRepetitionFilter, FastGopherRepetitionFilter),
+        ("Gopher quality", GopherQualityFilter, FastGopherQualityFilter),
+        ("C4", C4QualityFilter, FastC4QualityFilter),
+    ):
+        compare(name, texts, decide(stock(language=tokenizer)), decide(fast(language=tokenizer)), args.repeats)
 
 
 if __name__ == "__main__":

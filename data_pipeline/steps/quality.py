@@ -3,8 +3,9 @@
 Each source names a quality profile (by default the profile named like its kind). The step builds
 datatrove's Gopher quality, Gopher repetition, C4 and FineWeb filters once per profile and runs a
 document through the filters of its own profile, recording which filter removed it and why. With the
-"fast" components, the filters split words with FastWordTokenizer and the Gopher repetition counts are
-those of steps/repetition.py: the same decisions as the stock ones.
+"fast" components, the filters split words with FastWordTokenizer, the Gopher repetition counts are those
+of steps/repetition.py and the Gopher quality and C4 filters those of steps/heuristics.py: the same
+decisions as the stock ones.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datatrove.pipeline.filters import (
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from data_pipeline.config import QualityProfile
+from data_pipeline.steps.heuristics import FastC4QualityFilter, FastGopherQualityFilter
 from data_pipeline.steps.repetition import FastGopherRepetitionFilter
 from data_pipeline.word_tokenizer import get_word_tokenizer
 
@@ -29,7 +31,10 @@ from data_pipeline.word_tokenizer import get_word_tokenizer
 def build_filters(profile: QualityProfile, components: str) -> list[tuple[str, BaseFilter]]:
     """The enabled filters of a profile, in the order they run (cheapest decisions first)."""
     language = get_word_tokenizer(components)
-    repetition_filter = FastGopherRepetitionFilter if components == "fast" else GopherRepetitionFilter
+    fast = components == "fast"
+    repetition_filter = FastGopherRepetitionFilter if fast else GopherRepetitionFilter
+    quality_filter = FastGopherQualityFilter if fast else GopherQualityFilter
+    c4_filter = FastC4QualityFilter if fast else C4QualityFilter
     filters: list[tuple[str, BaseFilter]] = []
 
     def options(section) -> dict:
@@ -43,9 +48,9 @@ def build_filters(profile: QualityProfile, components: str) -> list[tuple[str, B
         opts["dup_n_grams"] = tuple(sorted(opts["dup_n_grams"].items()))
         filters.append(("gopher_repetition", repetition_filter(**opts, language=language)))
     if profile.gopher_quality.enabled:
-        filters.append(("gopher_quality", GopherQualityFilter(**options(profile.gopher_quality), language=language)))
+        filters.append(("gopher_quality", quality_filter(**options(profile.gopher_quality), language=language)))
     if profile.c4.enabled:
-        filters.append(("c4", C4QualityFilter(**options(profile.c4), language=language)))
+        filters.append(("c4", c4_filter(**options(profile.c4), language=language)))
     if profile.fineweb.enabled:
         filters.append(("fineweb", FineWebQualityFilter(**options(profile.fineweb), language=language)))
     return filters
