@@ -213,7 +213,8 @@ class PreprocessConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     output_dir: str = "outputs/data"
     # fast: our drop-in replacements for datatrove's slowest parts (word tokenizer, trafilatura's pruning
-    # XPaths, Gopher repetition counts), with the same decisions and text; stock: datatrove's own
+    # XPaths, Gopher quality, repetition and C4 filters, MinHash shingling), with the same decisions and
+    # text; stock: datatrove's own
     components: str = "fast"
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     gutenberg: GutenbergConfig = field(default_factory=GutenbergConfig)

@@ -31,6 +31,7 @@ from data_pipeline.report import WriteReport
 from data_pipeline.sources import SourceReader, list_source_files
 from data_pipeline.steps import GutenbergStripper, HtmlExtractor, LanguageIdentifier, PiiRedactor, TextNormalizer
 from data_pipeline.steps.meter import Meter
+from data_pipeline.steps.minhash import FastMinhashDedupSignature
 from data_pipeline.steps.quality import QualityFilters
 from data_pipeline.steps.tokens import MergeShards, PrepareTokenizer, TokenizeDocuments
 from data_pipeline.word_tokenizer import get_word_tokenizer
@@ -106,7 +107,8 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         work = layout.work / "minhash"
         audit = MinhashAudit(str(work / "audit"))
         language = get_word_tokenizer(cfg.components)
-        add("near dedup: minhash signatures", [_reader(docs), MinhashDedupSignature(str(work / "signatures"), config=mh_config, language=language)])
+        signatures = FastMinhashDedupSignature if cfg.components == "fast" else MinhashDedupSignature
+        add("near dedup: minhash signatures", [_reader(docs), signatures(str(work / "signatures"), config=mh_config, language=language)])
         add("near dedup: buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=mh_config)], mh.num_buckets)
         add("near dedup: clusters", [MinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=mh_config, save_cluster_id=True)], 1)
         out = layout.docs("near")
