@@ -77,7 +77,7 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
     for enabled, step, point in (
         (cfg.extract.enabled, lambda: HtmlExtractor(cfg.extract, bad_records, compiled_xpaths=cfg.components == "fast"), "extract"),
         (cfg.gutenberg.enabled, lambda: GutenbergStripper(cfg.gutenberg), "gutenberg"),
-        (cfg.normalize.enabled, lambda: TextNormalizer(cfg.normalize, bad_records), "normalize"),
+        (cfg.normalize.enabled, lambda: TextNormalizer(cfg.normalize, bad_records, skip_plain_lines=cfg.components == "fast"), "normalize"),
         (cfg.language.enabled, lambda: LanguageIdentifier(cfg.language), "language"),
         (True, lambda: QualityFilters(cfg.quality, cfg.components), "quality"),
         (cfg.pii.enabled, lambda: PiiRedactor(cfg.pii), "pii"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import ftfy
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.formatters.ftfy import FTFYFormatter
 from datatrove.utils.typeshelper import StatHints
@@ -20,20 +21,50 @@ REPLACEMENT_CHAR = "\ufffd"
 # Indic scripts and emoji sequences need them.
 _INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2060\ufeff]")
 
+# What ftfy never changes: printable ASCII, tab, newline and form feed, but for "&" (HTML entities).
+_FTFY_ACTIVE = re.compile("[^\t\n\x0c\x20-\x7e]|&")
+
+
+def fix_text_skipping_plain_lines(text: str, config: ftfy.TextFixerConfig) -> str:
+    """`ftfy.fix_text(text, config)`, without running ftfy's fixers on lines it would leave as they are.
+
+    ftfy fixes a text line by line, each through a dozen fixers in Python: on mostly-ASCII text that is where
+    normalization spends its time. Its loop is repeated here (the same segments, and the same switch-off of
+    `unescape_html="auto"` from the first line with a "<" on) and a segment made only of characters that no
+    fixer touches is kept as it is.
+    """
+    if text.isascii() and not _FTFY_ACTIVE.search(text):
+        return text
+    out = []
+    position = 0
+    while position < len(text):
+        end = text.find("\n", position) + 1 or len(text)
+        end = min(end, position + config.max_decode_length)
+        segment = text[position:end]
+        if config.unescape_html == "auto" and "<" in segment:
+            config = config._replace(unescape_html=False)
+        if not (segment.isascii() and not _FTFY_ACTIVE.search(segment)):
+            segment = ftfy.fix_and_explain(segment, config).text
+        out.append(segment)
+        position = end
+    return "".join(out)
+
 
 class TextNormalizer(FTFYFormatter):
     """Normalizes document text; drops (and logs as a bad record) text with too many U+FFFD characters.
 
     In order: ftfy repairs mojibake with datatrove's settings (its C1 fix reads stray C1 characters as the
-    Windows-1252 punctuation they almost always were) and turns \\r\\n, \\r, U+2028/U+2029 into \\n; form feeds
-    (page breaks) become newlines; the remaining control and zero-width characters are removed; the text is
-    brought to `unicode_form`. A document with more than `max_replacement_char_ratio` U+FFFD characters
+    Windows-1252 punctuation they almost always were) and turns \\r\\n, \\r, U+2028/U+2029 into \\n; with
+    `skip_plain_lines`, the result is the same but ftfy's fixers skip the lines they would leave unchanged.
+    Form feeds (page breaks) become newlines; the remaining control and zero-width characters are removed;
+    the text is brought to `unicode_form`. A document with more than `max_replacement_char_ratio` U+FFFD characters
     afterwards is dropped and logged; a document left empty is dropped.
     """
 
     name = "🧹 Normalize text"
 
-    def __init__(self, config: NormalizeConfig | None = None, bad_records: BadRecordLog | None = None):
+    def __init__(self, config: NormalizeConfig | None = None, bad_records: BadRecordLog | None = None,
+                 skip_plain_lines: bool = True):
         config = config or NormalizeConfig()
         if config.unicode_form not in UNICODE_FORMS:
             raise ValueError(f"normalize.unicode_form: {config.unicode_form!r}, expected one of {UNICODE_FORMS}")
@@ -41,9 +72,10 @@ class TextNormalizer(FTFYFormatter):
         self.unicode_form = config.unicode_form
         self.max_replacement_char_ratio = config.max_replacement_char_ratio
         self.bad_records = bad_records or BadRecordLog(None)
+        self.skip_plain_lines = skip_plain_lines
 
     def format(self, text: str) -> str:
-        text = super().format(text)
+        text = fix_text_skipping_plain_lines(text, self.config) if self.skip_plain_lines else super().format(text)
         text = _INVISIBLE.sub("", text.replace("\f", "\n"))
         return unicodedata.normalize(self.unicode_form, text)
 
