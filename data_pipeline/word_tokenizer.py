@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
+from string import ascii_letters
 from typing import Any
 
 from datatrove.utils.typeshelper import Languages
@@ -216,26 +217,80 @@ URL_PATTERN = (
 # spaCy calls `search`; every alternative of the prefix pattern starts with "^", so `match` finds the same
 # prefix without trying every position.
 _prefix_match = re.compile("|".join("^" + piece for piece in PREFIXES if piece.strip())).match
-_suffix_search = re.compile("|".join(piece + "$" for piece in SUFFIXES if piece.strip())).search
-_infix_finditer = re.compile("|".join(piece for piece in INFIXES if piece.strip())).finditer
+
+
+def _test_character_first(piece: str) -> str:
+    """`piece` with a lookahead on the character it consumes put before everything else: the same matches, but
+    the long classes of its lookbehind (ALPHA has hundreds of ranges) and of the icons are not tried at every
+    position of a string. Pieces without such classes are left as they are."""
+    if piece == LIST_ICONS[0]:
+        return f"(?![\\x00-\\x7f]){piece}"  # icons are not ASCII
+    lookbehind_end = re.match(r"\(\?<=(?:\[(?:\\.|[^\]])*\])+\)", piece)
+    if not lookbehind_end or len(piece) - lookbehind_end.end() < 1:
+        return piece
+    consumed = piece[lookbehind_end.end():]
+    for head in (r"\.", ",", r"[+\-\*^]", "[:<>=/]"):  # what those pieces consume: one character
+        if consumed.startswith(head):
+            return f"(?={head}){piece}"
+    if consumed.startswith(f"(?:{HYPHENS})"):
+        return f"(?=[{''.join(sorted({hyphen[0] for hyphen in HYPHENS.split('|')}))}]){piece}"
+    return piece
+
+
+_suffix_search = re.compile("|".join(_test_character_first(piece) + "$" for piece in SUFFIXES if piece.strip())).search
+_infix_finditer = re.compile("|".join(_test_character_first(piece) for piece in INFIXES if piece.strip())).finditer
 _url_match = re.compile("(?u)" + URL_PATTERN).match
 
 # Trying the patterns is the slow part of tokenizing a new chunk, so we avoid it where it cannot match.
 # A suffix ends with "." (dots, abbreviations), the "s" of "'s", a character of one of the single-character
 # pieces, or it follows a digit (units, currencies, "+").
 _SUFFIX_LAST_CHARS = {"—", "–", ".", "s", "S"} | {piece[-1] for piece in LIST_PUNCT + LIST_QUOTES if piece.strip()}
-_suffix_possible = re.compile(rf"[{re.escape(''.join(sorted(_SUFFIX_LAST_CHARS)))}{_other_symbols}]\Z|[0-9]").search
+_ICON = re.compile(f"[{_other_symbols}]")
+_has_digit = re.compile("[0-9]").search
+
+
+def _suffix_possible(string: str) -> bool:
+    last = string[-1]
+    return last in _SUFFIX_LAST_CHARS or _ICON.match(last) is not None or _has_digit(string) is not None
+
+
 # A suffix is a run of dots, a single character or one of these strings: `search` tries the pattern at every
 # position from the left, so we make it start where the longest suffix could.
 _LONGEST_SUFFIX = max(
     len(piece.replace("\\", "")) for piece in LIST_PUNCT + LIST_QUOTES + LIST_CURRENCY + _split_chars(_units) + ["'s"]
 )
+# Most new chunks are words with punctuation around them, and for those the patterns need not be tried:
+# - the only prefixes that start with an ASCII letter are the currencies "US$", "C$" and "A$";
+# - after an ASCII letter, a final punctuation mark or quote is a suffix by itself, and so is a final "."
+#   after a lower-case one (no longer suffix ends that way: "……" and ".." need another dot or ellipsis,
+#   units and currencies a digit, "'s" an "s").
+_ASCII_LETTERS = frozenset(ascii_letters)
+_LETTER_PREFIXES = tuple(piece.replace("\\", "") for piece in PREFIXES if piece[:1] in _ASCII_LETTERS)
+_LETTER_FOLLOWING_SUFFIXES = frozenset(
+    char for char in (piece.replace("\\", "") for piece in LIST_PUNCT + LIST_QUOTES + ["—", "–"]) if len(char) == 1
+)
 # Every infix contains one of these characters.
-_infix_possible = re.compile(rf"[.…,+\-*^–—~:<>=/{_other_symbols}]").search
+_has_infix_char = re.compile(r"[.…,+\-*^–—~:<>=/]").search
+
+
+def _infix_possible(string: str) -> bool:
+    # the icon class is long: trying it on every character is slow, and ASCII has no icons
+    return _has_infix_char(string) is not None or (not string.isascii() and _ICON.search(string) is not None)
+
+
+def _prefix_length(string: str) -> int:
+    if string[0] in _ASCII_LETTERS and not string.startswith(_LETTER_PREFIXES):
+        return 0
+    match = _prefix_match(string)
+    return match.end() if match else 0
 
 
 def _suffix_length(string: str) -> int:
-    if not _suffix_possible(string):
+    if len(string) > 1 and string[-2] in _ASCII_LETTERS:
+        last = string[-1]
+        if last in _LETTER_FOLLOWING_SUFFIXES or (last == "." and string[-2].islower()):
+            return 1
+    if not string or not _suffix_possible(string):
         return 0
     start = min(len(string) - _LONGEST_SUFFIX, len(string.rstrip(".")))
     match = _suffix_search(string, max(start, 0))  # lookbehinds still see the characters before `start`
@@ -364,8 +419,7 @@ def _split_chunk(chunk: str, special_cases: Mapping[str, tuple[str, ...]]) -> li
         if string in special_cases:
             break
         last_size = len(string)
-        match = _prefix_match(string)
-        pre_len = match.end() if match else 0
+        pre_len = _prefix_length(string)
         if pre_len:
             prefix, minus_pre = string[:pre_len], string[pre_len:]
             if minus_pre in special_cases:
@@ -622,24 +676,31 @@ class _ChunkCache(dict):
         return value
 
 
+@lru_cache(maxsize=None)
+def _shared_chunk_caches(cache_size: int) -> tuple[_ChunkCache, _ChunkCache]:
+    """The chunk caches of every tokenizer of this process with that size. A worker runs its tasks one after
+    the other, each with its own unpickled tokenizer, and the MinHash step splits text too: most of the chunks
+    one meets, another has already split."""
+    return _ChunkCache(_chunk_words, cache_size), _ChunkCache(_chunk_sentence_profile, cache_size)
+
+
 class FastWordTokenizer(WordTokenizer):
     """Splits English text into the same words and sentences as datatrove's `load_word_tokenizer("en")`,
     many times faster. Pass an instance as the `language=` of datatrove's filters and MinHash steps."""
 
-    def __init__(self, cache_size: int = 100_000):
+    def __init__(self, cache_size: int = 1_000_000):
         super().__init__(Languages.english)
         self.cache_size = cache_size
         self._init_caches()
 
     def _init_caches(self) -> None:
-        self._chunk_words = _ChunkCache(_chunk_words, self.cache_size)
-        self._chunk_profiles = _ChunkCache(_chunk_sentence_profile, self.cache_size)
+        self._chunk_words, self._chunk_profiles = _shared_chunk_caches(self.cache_size)
         # the quality filters split the same document one after the other: the last answer is kept
         self._last_text: str | None = None
         self._last_words: list[str] = []
 
-    # datatrove pickles pipeline steps, and with them this tokenizer, to send them to workers: leave the
-    # caches behind.
+    # datatrove pickles pipeline steps, and with them this tokenizer, to send them to workers: the caches
+    # stay behind (the worker's own are shared by its tokenizers).
     def __getstate__(self) -> dict:
         return {"language": self.language, "cache_size": self.cache_size}
 

@@ -236,12 +236,38 @@ def test_character_classes_match_spacy(name):
     assert members(getattr(word_tokenizer, name)) == members(getattr(char_classes, name))
 
 
+def test_pieces_tested_character_first_match_like_spacys():
+    """The suffix and infix patterns, their characters tested before their lookbehinds, find what spaCy's do."""
+    spacy_suffix_search = re.compile("|".join(piece + "$" for piece in word_tokenizer.SUFFIXES if piece.strip())).search
+    spacy_infix_finditer = re.compile("|".join(piece for piece in word_tokenizer.INFIXES if piece.strip())).finditer
+    guarded = [piece for piece in word_tokenizer.SUFFIXES + word_tokenizer.INFIXES
+               if word_tokenizer._test_character_first(piece) != piece]
+    assert len(guarded) == 9  # the icons twice, and every piece led by a lookbehind on a long class
+    pieces = list("aAzZ09.,:;<>=/+-*^~…–—''\"’“”%²°©😀éßΩ日x$") + ["US$", "km", "'s", "..", "——"]
+    rng = random.Random(1)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        spacy_suffix = spacy_suffix_search(text)
+        suffix = word_tokenizer._suffix_search(text)
+        assert (suffix and suffix.span()) == (spacy_suffix and spacy_suffix.span()), text
+        assert [m.span() for m in word_tokenizer._infix_finditer(text)] == [m.span() for m in spacy_infix_finditer(text)], text
+
+
 def test_survives_pickling_without_its_caches():
     tokenizer = FastWordTokenizer()
     tokenizer.word_tokenize("Warm the cache up, please.")
     clone = pickle.loads(pickle.dumps(tokenizer))
     assert len(pickle.dumps(tokenizer)) < 200
     assert clone.word_tokenize("It isn't cold.") == ["It", "is", "n't", "cold", "."]
+
+
+def test_tokenizers_of_a_process_share_their_caches():
+    """Each task of a worker unpickles its own tokenizer: the chunks an earlier task split stay split."""
+    tokenizer = FastWordTokenizer(cache_size=1_000)
+    tokenizer.word_tokenize("Shared-cache check, zqxw.")
+    clone = pickle.loads(pickle.dumps(tokenizer))
+    assert "zqxw." in clone._chunk_words and clone._chunk_words is tokenizer._chunk_words
+    assert FastWordTokenizer(cache_size=2_000)._chunk_words is not tokenizer._chunk_words
 
 
 def test_get_word_tokenizer():
