@@ -7,6 +7,10 @@
 - Gopher quality and C4: datatrove's `GopherQualityFilter` and `C4QualityFilter` vs `FastGopherQualityFilter`
   and `FastC4QualityFilter` (data_pipeline/steps/heuristics.py), on the books, news and extracted web texts;
   asserts the same decisions (and, for C4, the same text left).
+- Text normalization: ftfy on every line vs on the lines it would change (data_pipeline/steps/normalize.py);
+  asserts the same text.
+- MinHash: datatrove's `MinhashDedupSignature` vs `FastMinhashDedupSignature` (data_pipeline/steps/minhash.py),
+  shingles and signature of each text; asserts the same signatures.
 
 Prints documents per CPU-second (time.process_time) and the speed-up, best of `--repeats` passes.
 
@@ -17,11 +21,13 @@ Prints documents per CPU-second (time.process_time) and the speed-up, best of `-
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from datatrove.data import Document
+from datatrove.pipeline.dedup import MinhashDedupSignature
 from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
@@ -29,6 +35,8 @@ from common import SAMPLE
 from corpus_texts import book_texts, news_texts, web_pages
 from data_pipeline.steps.extract import HtmlExtractor
 from data_pipeline.steps.heuristics import FastC4QualityFilter, FastGopherQualityFilter
+from data_pipeline.steps.minhash import FastMinhashDedupSignature
+from data_pipeline.steps.normalize import TextNormalizer
 from data_pipeline.steps.repetition import FastGopherRepetitionFilter
 from data_pipeline.word_tokenizer import get_word_tokenizer
 
@@ -64,6 +72,10 @@ def decide(doc_filter: BaseFilter) -> Callable[[str], tuple]:
     return verdict
 
 
+def signature(step: MinhashDedupSignature) -> Callable[[str], list]:
+    return lambda text: step.get_signature(step.get_shingles(text))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs-dir", type=Path, default=SAMPLE, help="documents directory (default: data/sample)")
@@ -90,6 +102,15 @@ def main() -> None:
         ("C4", C4QualityFilter, FastC4QualityFilter),
     ):
         compare(name, texts, decide(stock(language=tokenizer)), decide(fast(language=tokenizer)), args.repeats)
+
+    stock_normalize, fast_normalize = TextNormalizer(skip_plain_lines=False).format, TextNormalizer().format
+    compare("normalization", texts, stock_normalize, fast_normalize, args.repeats)
+
+    with tempfile.TemporaryDirectory() as unused_output:
+        stock_minhash = MinhashDedupSignature(unused_output, language=tokenizer)
+        fast_minhash = FastMinhashDedupSignature(unused_output, language=tokenizer)
+        with_shingles = [text for text in texts if len(stock_minhash.get_shingles(text))]
+        compare("MinHash signatures", with_shingles, signature(stock_minhash), signature(fast_minhash), args.repeats)
 
 
 if __name__ == "__main__":

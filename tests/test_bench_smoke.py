@@ -36,6 +36,6 @@ def test_trainer_speed_smoke(sample_run):
 
 def test_components_speed_smoke_asserts_same_outcomes():
     out = run_bench("components_speed.py", "--repeats", "1", "--limit", "30")
-    for component in ("HTML extraction", "Gopher repetition", "Gopher quality", "C4"):
+    for component in ("HTML extraction", "Gopher repetition", "Gopher quality", "C4", "normalization", "MinHash"):
         assert component in out
-    assert out.count("same outcomes") == 4
+    assert out.count("same outcomes") == 6

@@ -3,11 +3,11 @@
 `MinhashDedupSignature` simplifies a document's text, splits it into words and hashes every n-gram. Two
 parts of that run per character or per n-gram in Python: removing the combining marks after NFD (a
 generator over every character, the largest cost on the benchmark corpus) and the loop that joins and
-hashes each n-gram. Its signature computes every permuted hash of every shingle in one array, far
-larger than the CPU caches for a long document. Here the marks are deleted by `str.translate` from the runs of non-ASCII characters only (ASCII
-has none) the n-grams are joined and hashed by `map` over C functions, and the permuted hashes are
-computed and reduced to their minimum a block of shingles at a time, in place.
-tests/test_minhash.py checks simplified texts and signatures against datatrove's.
+hashes each n-gram. Its signature then permutes every shingle's hash in one array, far larger than the CPU
+caches for a long document. Here the marks are deleted by `str.translate` from the runs of non-ASCII
+characters only (ASCII has none), the n-grams are joined and hashed by `map` over C functions, and the
+permuted hashes are computed and reduced to their minimum a block of shingles at a time, in place.
+tests/test_minhash.py checks simplified texts, shingles and signatures against datatrove's.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from datatrove.utils.text import TextNormConfig, simplify_text
 _SIGNATURE_BLOCK_ROWS = 2048  # shingles whose permuted hashes (rows of num_hashes) are computed at a time
 # datatrove's hash functions are thin Python wrappers around these
 _C_HASH_FUNCTIONS = {datatrove_xxhash.xxhash64: xxhash.xxh64_intdigest, datatrove_xxhash.xxhash32: xxhash.xxh32_intdigest}
-
-
 _NON_ASCII_RUN = re.compile("[^\x00-\x7f]+")
 
 
