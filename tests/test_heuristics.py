@@ -52,7 +52,11 @@ C4_THRESHOLDS = {
 }
 
 
-def assert_same_outcomes(stock, fast, texts: list[str]) -> set:
+def assert_same_outcomes(stock_filter: type, fast_filter: type, options: dict, texts: list[str]) -> set:
+    """Both filters, built with `options` and the fast tokenizer, decide alike and leave the same text; returns
+    the outcomes (True or the reason) seen."""
+    tokenizer = get_word_tokenizer("fast")
+    stock, fast = stock_filter(**options, language=tokenizer), fast_filter(**options, language=tokenizer)
     outcomes = set()
     for i, text in enumerate(texts):
         stock_doc, fast_doc = Document(text=text, id=str(i)), Document(text=text, id=str(i))
@@ -69,21 +73,12 @@ def texts() -> list[str]:
     return sample_texts() + [generated_document(rng) for _ in range(600)]
 
 
-@pytest.mark.parametrize("thresholds", GOPHER_THRESHOLDS, ids=list(GOPHER_THRESHOLDS))
-def test_gopher_quality_matches_datatrove(thresholds, texts):
-    tokenizer = get_word_tokenizer("fast")
-    options = GOPHER_THRESHOLDS[thresholds]
-    outcomes = assert_same_outcomes(GopherQualityFilter(**options, language=tokenizer),
-                                    FastGopherQualityFilter(**options, language=tokenizer), texts)
-    assert True in outcomes and len(outcomes) >= 4, f"too few outcomes exercised: {outcomes}"
-
-
-def test_every_gopher_quality_reason_is_exercised(texts):
-    tokenizer = get_word_tokenizer("fast")
+def test_gopher_quality_matches_datatrove_with_every_reason(texts):
     reasons = set()
-    for options in GOPHER_THRESHOLDS.values():
-        reasons |= assert_same_outcomes(GopherQualityFilter(**options, language=tokenizer),
-                                        FastGopherQualityFilter(**options, language=tokenizer), texts)
+    for name, options in GOPHER_THRESHOLDS.items():
+        outcomes = assert_same_outcomes(GopherQualityFilter, FastGopherQualityFilter, options, texts)
+        assert True in outcomes and len(outcomes) >= 4, f"{name}: too few outcomes exercised: {outcomes}"
+        reasons |= outcomes
     assert reasons >= {True, "gopher_short_doc", "gopher_long_doc", "gopher_below_avg_threshold",
                        "gopher_above_avg_threshold", "gopher_too_many_hashes", "gopher_too_many_ellipsis",
                        "gopher_too_many_bullets", "gopher_too_many_end_ellipsis", "gopher_below_alpha_threshold",
@@ -92,10 +87,7 @@ def test_every_gopher_quality_reason_is_exercised(texts):
 
 @pytest.mark.parametrize("thresholds", C4_THRESHOLDS, ids=list(C4_THRESHOLDS))
 def test_c4_matches_datatrove(thresholds, texts):
-    tokenizer = get_word_tokenizer("fast")
-    options = C4_THRESHOLDS[thresholds]
-    outcomes = assert_same_outcomes(C4QualityFilter(**options, language=tokenizer),
-                                    FastC4QualityFilter(**options, language=tokenizer), texts)
+    outcomes = assert_same_outcomes(C4QualityFilter, FastC4QualityFilter, C4_THRESHOLDS[thresholds], texts)
     assert True in outcomes and len(outcomes) >= 2, f"too few outcomes exercised: {outcomes}"
 
 

@@ -25,6 +25,10 @@ _INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2060\ufeff]")
 _FTFY_ACTIVE = re.compile("[^\t\n\x0c\x20-\x7e]|&")
 
 
+def _is_plain(text: str) -> bool:
+    return text.isascii() and not _FTFY_ACTIVE.search(text)
+
+
 def fix_text_skipping_plain_lines(text: str, config: ftfy.TextFixerConfig) -> str:
     """`ftfy.fix_text(text, config)`, without running ftfy's fixers on lines it would leave as they are.
 
@@ -33,7 +37,7 @@ def fix_text_skipping_plain_lines(text: str, config: ftfy.TextFixerConfig) -> st
     `unescape_html="auto"` from the first line with a "<" on) and a segment made only of characters that no
     fixer touches is kept as it is.
     """
-    if text.isascii() and not _FTFY_ACTIVE.search(text):
+    if _is_plain(text):
         return text
     out = []
     position = 0
@@ -43,7 +47,7 @@ def fix_text_skipping_plain_lines(text: str, config: ftfy.TextFixerConfig) -> st
         segment = text[position:end]
         if config.unescape_html == "auto" and "<" in segment:
             config = config._replace(unescape_html=False)
-        if not (segment.isascii() and not _FTFY_ACTIVE.search(segment)):
+        if not _is_plain(segment):
             segment = ftfy.fix_and_explain(segment, config).text
         out.append(segment)
         position = end
