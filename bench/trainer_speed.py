@@ -87,7 +87,7 @@ def worker(args) -> None:
     model = Transformer(ModelConfig(**cfg.model.model_kwargs(vocab)))
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim, cfg.deepspeed)
     batches = build_train_batches(DataConfig(args.data, cfg.data.seq_len), args.micro_batch, rank, world)
     elapsed, tokens = 0.0, 0
     for _ in range(args.steps):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import os
 import resource
 import time
 
 import torch
 
-from pretrain import checkpoint
+from pretrain import checkpoint, collectives
 from pretrain.metrics import MetricsLogger, mfu
 from pretrain.trainer import Callback, StepResult, Trainer
 
@@ -19,38 +21,46 @@ def memory_metrics() -> dict[str, float]:
 
 
 class MetricsCallback(Callback):
-    """Loss, learning rate, grad norm, tokens/s, MFU and memory every `log_every` steps (averaged over them)."""
+    """Loss, learning rate, grad norm, tokens/s, MFU and memory every `log_every` steps (averaged over them).
+
+    The losses of the steps in between stay on the device, summed; a log step copies that sum to the
+    host and reduces it over the ranks in one small collective."""
 
     def __init__(self, logger: MetricsLogger, log_every: int, flops_per_token: float, peak_tflops: float | None,
                  num_devices: int):
         self.logger, self.log_every = logger, max(1, log_every)
         self.flops_per_token, self.peak, self.num_devices = flops_per_token, peak_tflops, num_devices
-        self._losses: list[float] = []
-        self._tokens, self._seconds, self._skipped = 0, 0.0, 0
+        self._loss_sum: torch.Tensor | None = None
+        self._steps, self._tokens, self._seconds, self._skipped = 0, 0, 0.0, 0
 
     def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
         if result.skipped:
             self._skipped += 1
             self.logger.log(result.step, {"train/skipped_nonfinite_steps": self._skipped, "lr": result.lr})
         else:
-            self._losses.append(result.loss)
+            self._loss_sum = result.loss if self._loss_sum is None else self._loss_sum + result.loss
+            self._steps += 1
         self._tokens += result.tokens
         self._seconds += result.seconds
         if result.step % self.log_every and result.step != trainer.max_steps:
             return
+        loss = None
+        if self._steps:  # every rank skips the same steps, so every rank takes part in this reduction
+            loss = collectives.all_reduce(self._loss_sum.reshape(1))[0] / (self._steps * self.num_devices)
         tokens_per_s = self._tokens / self._seconds if self._seconds else 0.0
-        util = mfu(self.flops_per_token, tokens_per_s, self.peak, self.num_devices)
+        grad_norm = trainer.engine.get_global_grad_norm()
+        grad_norm = float(grad_norm) if grad_norm is not None and math.isfinite(float(grad_norm)) else None
         metrics = {
-            "train/loss": sum(self._losses) / len(self._losses) if self._losses else None,
+            "train/loss": loss,
             "lr": result.lr,
-            "train/grad_norm": result.grad_norm,
+            "train/grad_norm": grad_norm,
             "speed/tokens_per_s": tokens_per_s,
-            "speed/mfu": util,
+            "speed/mfu": mfu(self.flops_per_token, tokens_per_s, self.peak, self.num_devices),
             "train/tokens": trainer.batches.tokens_consumed,
             **memory_metrics(),
         }
         self.logger.log(result.step, metrics)
-        self._losses, self._tokens, self._seconds = [], 0, 0.0
+        self._loss_sum, self._steps, self._tokens, self._seconds = None, 0, 0, 0.0
 
 
 class EvalCallback(Callback):
@@ -86,3 +96,38 @@ class CheckpointCallback(Callback):
 
     def on_train_end(self, trainer: Trainer) -> None:
         self._save(trainer)
+
+
+class ProfileCallback(Callback):
+    """Profile optimizer step `step` (torch.profiler, CPU and CUDA activity): a Chrome trace and a table
+    of the operators that took the most time, per rank, under `out_dir` (open the trace in Perfetto)."""
+
+    def __init__(self, step: int, out_dir: str, rank: int):
+        self.step, self.out_dir, self.rank = step, out_dir, rank
+        self._profiler = None
+
+    def _start_before(self, next_step: int) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        if next_step == self.step:
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self._profiler = profile(activities=activities)
+            self._profiler.__enter__()
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self._start_before(trainer.step + 1)
+
+    def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
+        if result.step == self.step and self._profiler is not None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self._profiler.__exit__(None, None, None)
+            os.makedirs(self.out_dir, exist_ok=True)
+            self._profiler.export_chrome_trace(os.path.join(self.out_dir, f"trace_rank{self.rank}.json"))
+            sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+            with open(os.path.join(self.out_dir, f"ops_rank{self.rank}.txt"), "w", encoding="utf-8") as fh:
+                fh.write(self._profiler.key_averages().table(sort_by=sort, row_limit=30))
+            self._profiler = None
+            if self.rank == 0:
+                print(f"step {result.step} profiled: {self.out_dir}/trace_rank0.json, ops_rank0.txt", flush=True)
+        self._start_before(result.step + 1)

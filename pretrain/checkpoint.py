@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from pretrain import collectives
 
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
@@ -28,11 +29,6 @@ _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 def step_tag(step: int) -> str:
     return f"step_{step:08d}"
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -91,17 +87,17 @@ def save(engine, root: str | os.PathLike, step: int, trainer_state: dict, rank: 
         root.mkdir(parents=True, exist_ok=True)
         if path.exists():  # an earlier attempt at this step that did not complete
             shutil.rmtree(path)
-    _barrier()
+    collectives.barrier()
     engine.save_checkpoint(str(root), tag=step_tag(step))
     torch.save(rng_state(), path / f"rng_rank{rank:05d}.pt")
-    _barrier()
+    collectives.barrier()
     if rank == 0:
         _atomic_write(path / STATE_FILE, json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
         _atomic_write(path / COMPLETE, f"{step}\n")
         for old in complete_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
             shutil.rmtree(old.with_name(old.name + "_universal"), ignore_errors=True)
-    _barrier()
+    collectives.barrier()
     return path
 
 
@@ -120,7 +116,7 @@ def convert_to_universal(path: Path, rank: int) -> Path:
         if proc.returncode != 0:
             raise RuntimeError(f"converting {path} to a universal checkpoint failed:\n{proc.stderr[-3000:]}")
         _atomic_write(out / COMPLETE, "universal\n")
-    _barrier()
+    collectives.barrier()
     return out
 
 

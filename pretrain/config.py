@@ -40,7 +40,7 @@ _OWNED_DS_KEYS = {
     "gradient_clipping": ("optim.grad_clip", None),
     "bf16": ("deepspeed.precision", "enabled"),
     "fp16": ("deepspeed.precision (auto | fp32 | bf16)", None),
-    "optimizer": ("optim.* (the trainer passes a client torch.optim.AdamW: exact resume needs it)", None),
+    "optimizer": ("optim.* (the trainer passes its own AdamW: see pretrain/optim.py)", None),
     "scheduler": ("optim.* (the trainer schedules the learning rate itself)", None),
 }
 _OWNED_ZERO_KEYS = {
@@ -147,6 +147,15 @@ class EvalSection:
 
 
 @dataclass
+class MemorySection:
+    """The per-rank memory estimate (pretrain/memory.py), printed before anything is built."""
+
+    device_gib: Optional[float] = None  # null: the GPU's total memory (CPU runs: no limit checked)
+    world_size: Optional[int] = None  # with estimate_only: the planned number of ranks (null: the launched one)
+    check: bool = True  # refuse to start when the estimate exceeds the device memory
+
+
+@dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -156,6 +165,9 @@ class TrainConfig:
     logging: LoggingSection = field(default_factory=LoggingSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    memory: MemorySection = field(default_factory=MemorySection)
+    estimate_only: bool = False  # print the per-rank memory estimate and exit: builds nothing, needs no GPU
+    profile_step: int = 0  # profile this optimizer step (trace + operator table in output_dir/profile); 0 = off
     seed: int = 1234
     max_steps: int = 1000
     activation_checkpointing: bool = False
@@ -246,6 +258,7 @@ def validate(cfg: TrainConfig, world_size: int) -> BatchSizes:
     """Check everything types cannot, before any model is built; return the derived batch sizes."""
     _require(cfg.seed >= 0, "seed", f"{cfg.seed}: must be >= 0")
     _require(cfg.max_steps >= 1, "max_steps", f"{cfg.max_steps}: must be positive")
+    _require(cfg.profile_step >= 0, "profile_step", f"{cfg.profile_step}: must be >= 0 (0 = off)")
     _require(cfg.threads_per_rank >= 1, "threads_per_rank", f"{cfg.threads_per_rank}: must be positive")
     _require(bool(cfg.output_dir), "output_dir", "empty")
     _require(cfg.peak_tflops is None or cfg.peak_tflops > 0, "peak_tflops", f"{cfg.peak_tflops}: must be positive (or null)")
@@ -303,6 +316,11 @@ def validate(cfg: TrainConfig, world_size: int) -> BatchSizes:
     _require(cfg.eval.every_steps >= 0, "eval.every_steps", f"{cfg.eval.every_steps}: must be >= 0 (0 = off)")
     _require(cfg.eval.batches >= 1, "eval.batches", f"{cfg.eval.batches}: must be positive")
 
+    mem = cfg.memory
+    _require(mem.device_gib is None or mem.device_gib > 0, "memory.device_gib", f"{mem.device_gib}: must be positive (or null)")
+    _require(mem.world_size is None or mem.world_size >= 1, "memory.world_size",
+             f"{mem.world_size}: must be positive (or null)")
+
     return sizes
 
 
@@ -329,6 +347,11 @@ def _on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+def uses_bf16(ds: DeepSpeedSection, on_cpu: bool) -> bool:
+    """precision auto: bf16 on GPUs, fp32 on CPUs."""
+    return ds.precision == "bf16" or (ds.precision == "auto" and not on_cpu)
+
+
 def _deep_merge(base: dict, extra: dict) -> dict:
     for key, value in extra.items():
         if value is None:
@@ -349,7 +372,7 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, *, load_universal: bool 
                      on_cpu: Optional[bool] = None) -> dict[str, Any]:
     """DeepSpeed's JSON, generated from `cfg` (the only source of truth), then `deepspeed.extra` merged in.
 
-    No "optimizer"/"scheduler": the trainer passes a client torch.optim.AdamW (exact resume needs it).
+    No "optimizer"/"scheduler": the trainer passes its own (pretrain/optim.py).
     `load_universal`: load a universal checkpoint (resuming on another world size).
     `on_cpu`: null = detect (no CUDA device, or DS_ACCELERATOR=cpu); on CPU nothing is pinned and
     communication is not overlapped.
@@ -378,14 +401,11 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, *, load_universal: bool 
         "gradient_accumulation_steps": sizes.grad_accum_steps,
         "gradient_clipping": float(cfg.optim.grad_clip),
         "zero_optimization": zero,
-        "bf16": {"enabled": ds.precision == "bf16" or (ds.precision == "auto" and not on_cpu)},
+        "bf16": {"enabled": uses_bf16(ds, on_cpu)},
         "steps_per_print": 10**12,  # the trainer logs
         "wall_clock_breakdown": False,
         "checkpoint": {"load_universal": bool(load_universal)},
     }
-    if ds.offload_optimizer != "none":
-        # the client torch.optim.AdamW steps on the offloaded fp32 states (DeepSpeedCPUAdam resumes inexactly)
-        out["zero_force_ds_cpu_optimizer"] = False
     _validate_extra(ds.extra)
     return _deep_merge(out, dict(ds.extra))
 

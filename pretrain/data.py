@@ -521,14 +521,22 @@ class TrainBatches:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _as_tensors(self.read_batch())
+
+    def read_batch(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The next micro-batch as one int64 array ``[micro_batch_size, seq_len + 1]`` (each row a sample:
+        inputs ``[:-1]``, targets ``[1:]``), read into `out` when given (pinned host memory, say)."""
         self._prefetch_ahead()
         source, idx = self.order.decode(self.order.global_ids(self._positions()))
-        batch = np.empty((self.micro_batch_size, self.seq_len + 1), dtype=np.int64)
+        shape = (self.micro_batch_size, self.seq_len + 1)
+        batch = np.empty(shape, dtype=np.int64) if out is None else out
+        if batch.shape != shape or batch.dtype != np.int64:
+            raise ValueError(f"read_batch: out must be int64 {shape}, got {batch.dtype} {batch.shape}")
         names = self.order.sources
         for row, (s, i) in enumerate(zip(source.tolist(), idx.tolist())):
             self.dataset.read_into(names[s], i, batch[row])
         self.advance(self.samples_per_micro_step)
-        return _as_tensors(batch)
+        return batch
 
     def state_dict(self) -> dict[str, int]:
         """``{"seed", "epoch", "samples_consumed"}``: the same on every rank, plain ints."""
@@ -592,6 +600,12 @@ class ValidationBatches:
 
     def __len__(self) -> int:
         return -(-self.num_samples // self.batch_size)
+
+    @property
+    def fewest_batches_of_any_rank(self) -> int:
+        """`len()` on the rank with the fewest samples (the last one): every rank knows it without a collective."""
+        last = len(range(self.dp_world - 1, self.total_samples, self.dp_world))
+        return -(-last // self.batch_size)
 
     def samples(self) -> Iterator[tuple[str, int]]:
         """This rank's (source, sample index) pairs, in order."""

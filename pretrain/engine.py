@@ -1,5 +1,7 @@
-"""Everything applied to the model from outside it: activation checkpointing, the DeepSpeed engine
-(ZeRO, precision, offload), torch.compile. The model file stays plain PyTorch."""
+"""Everything applied to the model from outside it: where and how it is built (on the device, or
+partitioned across ranks under ZeRO-3), activation checkpointing, the DeepSpeed engine (ZeRO,
+precision, offload), torch.compile, and the device settings (TF32, the attention kernel). The model
+file stays plain PyTorch."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import sys
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from pretrain import collectives
 from pretrain.config import TrainConfig, deepspeed_config
 from pretrain.distributed import DistEnv
+from pretrain.model import ModelConfig, Transformer
 from pretrain.optim import build_optimizer, build_scheduler
 
 
@@ -21,7 +25,9 @@ def apply_activation_checkpointing(model: torch.nn.Module) -> None:
         block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
 
 
-def init_distributed(env: DistEnv) -> None:
+def init_distributed(env: DistEnv) -> torch.device:
+    """The default process group (NCCL on GPUs, gloo on CPUs), our host-side group beside it, and the
+    device settings; returns this rank's device."""
     import deepspeed
 
     on_cpu = not torch.cuda.is_available()
@@ -31,20 +37,82 @@ def init_distributed(env: DistEnv) -> None:
         import deepspeed.comm.torch  # noqa: F401
 
         sys.modules["deepspeed.comm.torch"].build_shm_op = lambda *a, **k: None
+        device = torch.device("cpu")
     else:
-        torch.cuda.set_device(env.local_rank)
+        device = torch.device("cuda", env.local_rank)
+        torch.cuda.set_device(device)
+        # fp32 matmuls (fp32 runs, and the fp32 parts of bf16 ones) on TF32 tensor cores
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl", auto_mpi_discovery=False)
+    collectives.init()
+    return device
 
 
-def build_engine(model: torch.nn.Module, cfg: TrainConfig, world_size: int, load_universal: bool):
+def build_model(model_cfg: ModelConfig, ds_config: dict, seed: int, device: torch.device) -> Transformer:
+    """The model with its initial weights, which depend on `seed` (and the device type) only.
+
+    ZeRO-3 builds it partitioned (`deepspeed.zero.Init`): each parameter is split across the ranks as
+    soon as its module exists, so no rank ever holds the whole model (see `_init_partitions`).
+    Otherwise the model is built on the meta device and materialised on `device`, with no throw-away
+    default initialisation."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    if ds_config["zero_optimization"]["stage"] != 3:
+        with torch.device("meta"):
+            model = Transformer(model_cfg)
+        model.to_empty(device=device)
+        model.init_weights(generator)
+        return model
+
+    import deepspeed
+
+    with deepspeed.zero.Init(config_dict_or_path=ds_config):
+        model = Transformer(model_cfg)
+    _init_partitions(model, generator)
+    return model
+
+
+@torch.no_grad()
+def _init_partitions(model: Transformer, generator: torch.Generator) -> None:
+    """Every rank draws each parameter whole, in the order, dtype and device of the unpartitioned build,
+    and keeps its own partition of it: the same weights as that build, at most one whole parameter in
+    memory at a time, no communication. The partition layout is DeepSpeed's
+    (`deepspeed.runtime.zero.partition_parameters.Init._partition_param`): `param.ds_tensor` holds the
+    rank's contiguous slice of the flattened parameter, `ds_tensor.ds_numel` long, zero-padded at the end."""
+    import torch.distributed as dist
+
+    model.init_weights(generator=None)  # the RoPE tables (the parameters are partitioned: a no-op for them)
+    for name, param in model.named_parameters():
+        full = torch.empty(param.ds_shape, dtype=torch.float32, device=generator.device)
+        model.init_parameter(name, full, generator)
+        part = param.ds_tensor
+        start = dist.get_rank(group=param.ds_process_group) * part.ds_numel
+        mine = full.view(-1)[start:start + part.ds_numel]
+        part[:mine.numel()].copy_(mine)  # fp32 drawn, rounded to the partition's dtype as DeepSpeed rounds
+
+
+def build_engine(model: torch.nn.Module, cfg: TrainConfig, ds_config: dict):
     import deepspeed
 
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(model)
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim, cfg.deepspeed)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
-    ds_config = deepspeed_config(cfg, world_size, load_universal=load_universal)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     if cfg.compile:
         engine.compile()
-    return engine, ds_config
+    return engine
+
+
+def attention_backend(model_cfg: ModelConfig, seq_len: int, dtype: torch.dtype, device: torch.device) -> str:
+    """The kernel `scaled_dot_product_attention` picks for the model's causal, grouped-query attention
+    at this dtype and device (FLASH_ATTENTION, EFFICIENT_ATTENTION, CUDNN_ATTENTION or MATH)."""
+    from torch.nn.attention import SDPBackend
+
+    q = torch.empty(1, model_cfg.n_heads, seq_len, model_cfg.head_dim, dtype=dtype, device=device)
+    kv = torch.empty(1, model_cfg.n_kv_heads, seq_len, model_cfg.head_dim, dtype=dtype, device=device)
+    gqa = model_cfg.n_kv_heads != model_cfg.n_heads
+    # torch._fused_sdp_choice: the dispatcher's own choice, the one public SDPA makes for these inputs
+    choice = torch._fused_sdp_choice(q, kv, kv, is_causal=True, enable_gqa=gqa)
+    return SDPBackend(choice).name
+

@@ -12,37 +12,34 @@ import math
 import sys
 
 import torch
-import torch.distributed as dist
 
+from pretrain import collectives
 from pretrain.data import validation_batches
-
-
-def _all_reduce(values: list[float], op=None) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t.tolist()
 
 
 @torch.no_grad()
 def evaluate(forward, data_path: str, sources: list[str], seq_len: int, batch_size: int, max_batches: int,
-             dp_rank: int = 0, dp_world: int = 1) -> dict[str, float]:
-    """`forward(inputs, targets) -> mean loss`. Every rank runs the same number of batches (ZeRO-3
-    gathers parameters collectively in each forward), so a source may lose its last partial round."""
-    out: dict[str, float] = {}
-    total_loss = total_tokens = 0.0
-    for source in sources:
+             dp_rank: int = 0, dp_world: int = 1, device: torch.device | str = "cpu") -> dict[str, float]:
+    """`forward(inputs, targets) -> mean loss`, with batches sent to `device`. Every rank runs the same
+    number of batches (ZeRO-3 gathers parameters collectively in each forward), so a source may lose its
+    last partial round. Losses are summed on the device and reduced once, at the end."""
+    device = torch.device(device)
+    sums = torch.zeros(len(sources), 2, dtype=torch.float64, device=device)  # per source: loss * tokens, tokens
+    for row, source in enumerate(sources):
         batches = validation_batches(data_path, "val", seq_len, batch_size, source, dp_rank, dp_world)
-        n = int(_all_reduce([float(min(len(batches), max_batches or len(batches)))],
-                            op=dist.ReduceOp.MIN if dist.is_initialized() else None)[0])
-        loss_sum = tokens = 0.0
+        n = min(batches.fewest_batches_of_any_rank, max_batches or len(batches))
         for i, (inputs, targets) in enumerate(batches):
             if i >= n:
                 break
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             loss = forward(inputs, targets)
-            loss_sum += float(loss) * targets.numel()
-            tokens += targets.numel()
-        loss_sum, tokens = _all_reduce([loss_sum, tokens])
+            sums[row, 0] += loss.detach().double() * targets.numel()
+            sums[row, 1] += targets.numel()
+    totals = collectives.all_reduce(sums)
+    out: dict[str, float] = {}
+    total_loss = total_tokens = 0.0
+    for row, source in enumerate(sources):
+        loss_sum, tokens = totals[2 * row], totals[2 * row + 1]
         if tokens:
             out[f"val/{source}/loss"] = loss_sum / tokens
             out[f"val/{source}/ppl"] = math.exp(min(loss_sum / tokens, 50.0))

@@ -74,11 +74,13 @@ class MetricsLogger:
         self._last_console = 0.0
         if rank != 0:
             return
-        import wandb
-
         os.makedirs(output_dir, exist_ok=True)
         # every logged value at full precision, one JSON object per line: for scripts and tests
         self._jsonl = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        if mode == "disabled":  # no W&B run at all (nor an import of wandb)
+            return
+        import wandb
+
         self.run = wandb.init(
             project=project, entity=entity, name=run_name, id=run_id, resume="allow", mode=mode,
             dir=output_dir, config=redact_secrets(config), tags=tags or None,

@@ -214,28 +214,30 @@ class Transformer(nn.Module):
         self.init_weights()
 
     @torch.no_grad()
-    def init_weights(self) -> None:
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
         """(Re)initialize every parameter and the RoPE tables, on the device they are on.
 
-        For a model built on the meta device: `model.to_empty(device=...)`, then call this.
+        `generator` (on the parameters' device) makes the weights a function of its seed alone, however
+        the model was built; None draws from torch's default generator. For a model built on the meta
+        device: `model.to_empty(device=...)`, then call this.
         """
         cfg = self.cfg
         self.rope_cos, self.rope_sin = rope_cos_sin(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta,
                                                     device=self.rope_cos.device)
         for name, param in self.named_parameters():  # a tied head is listed once, as tok_embeddings
-            self.init_parameter(name, param)
+            self.init_parameter(name, param, generator)
 
     @torch.no_grad()
-    def init_parameter(self, name: str, param: torch.Tensor) -> None:
+    def init_parameter(self, name: str, param: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Initialize one parameter by its name: one at a time, a trainer can gather each ZeRO-3
         partition (`deepspeed.zero.GatheredParameters`) around this call."""
         if name.endswith("norm.weight"):
             nn.init.ones_(param)
         elif name.endswith(("attention.wo.weight", "feed_forward.w2.weight")):
             # residual-stream writers scaled down so the residual variance does not grow with depth (GPT-2, OLMo)
-            nn.init.normal_(param, std=self.cfg.init_std / math.sqrt(2 * self.cfg.n_layers))
+            nn.init.normal_(param, std=self.cfg.init_std / math.sqrt(2 * self.cfg.n_layers), generator=generator)
         else:
-            nn.init.normal_(param, std=self.cfg.init_std)
+            nn.init.normal_(param, std=self.cfg.init_std, generator=generator)
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, vocab_size]; with targets [B, T], the mean cross-entropy

@@ -3,7 +3,7 @@
 Slurm sends SIGUSR1 ahead of a time limit (`#SBATCH --signal=B:USR1@N`, forwarded to the ranks by
 slurm/train.sbatch) and SIGTERM on preemption or `scancel`. The handler only records the signal. At
 the next step boundary the ranks agree (one signalled rank stops them all, so no rank is left waiting
-in a collective), the checkpoint callback saves, and the process exits with REQUEUE_EXIT_CODE: the
+in a collective; one small host-side collective per step, see pretrain.collectives), the checkpoint callback saves, and the process exits with REQUEUE_EXIT_CODE: the
 batch script then requeues the job. A run that reached max_steps exits 0 even if signalled.
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import signal
 
-from pretrain.trainer import Callback, StepResult, Trainer, all_reduce_sum
+from pretrain import collectives
+from pretrain.trainer import Callback, StepResult, Trainer
 
 REQUEUE_EXIT_CODE = 75  # sysexits EX_TEMPFAIL: stopped early on request, resume me
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -46,7 +47,7 @@ class StopOnSignal(Callback):
         self.stopped = False
 
     def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
-        signalled_ranks = all_reduce_sum([1.0 if self.signals.received else 0.0])[0]
+        signalled_ranks = collectives.all_reduce([1.0 if self.signals.received else 0.0])[0]
         if signalled_ranks and trainer.stop_reason is None:
             self.stopped = True
             trainer.stop_reason = f"stop signal ({self.signals.received or 'received by another rank'})"

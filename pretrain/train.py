@@ -28,21 +28,38 @@ def run(cfg: TrainConfig) -> int:
     import torch
 
     from data_pipeline import manifest as manifest_lib
-    from pretrain import checkpoint, distributed
-    from pretrain.callbacks import CheckpointCallback, EvalCallback, MetricsCallback
+    from pretrain import checkpoint, collectives, distributed, memory
+    from pretrain.callbacks import CheckpointCallback, EvalCallback, MetricsCallback, ProfileCallback
+    from pretrain.config import deepspeed_config, uses_bf16
     from pretrain.data import DataConfig, build_train_batches
-    from pretrain.engine import build_engine, init_distributed
+    from pretrain.device_batches import DeviceBatches
+    from pretrain.engine import attention_backend, build_engine, build_model, init_distributed
     from pretrain.evaluate import evaluate
     from pretrain.metrics import MetricsLogger, peak_tflops
-    from pretrain.model import ModelConfig, Transformer, flops_per_token
+    from pretrain.model import ModelConfig, flops_per_token
     from pretrain.trainer import Trainer
 
     env = distributed.detect()
-    sizes = validate(cfg, env.world_size)  # every config error surfaces here, before any model is built
-    manifest = manifest_lib.read(cfg.data.path)
-    model_cfg = ModelConfig(**cfg.model.model_kwargs(validate_against_manifest(cfg, manifest))).validate()
+    world = (cfg.memory.world_size or env.world_size) if cfg.estimate_only else env.world_size
+    sizes = validate(cfg, world)  # every config error surfaces here, before any model is built
+    planning = cfg.estimate_only and cfg.model.vocab_size is not None  # needs no data
+    manifest = None if planning else manifest_lib.read(cfg.data.path)
+    model_cfg = ModelConfig(**cfg.model.model_kwargs(manifest and validate_against_manifest(cfg, manifest))).validate()
+    on_gpu = torch.cuda.is_available()
+    bf16 = uses_bf16(cfg.deepspeed, on_cpu=not (on_gpu or cfg.estimate_only))  # a plan is for GPUs
+    device_gib = cfg.memory.device_gib or (
+        torch.cuda.get_device_properties(env.local_rank).total_memory / memory.GIB if on_gpu else None)
+    estimate, problem = memory.plan(model_cfg, cfg, world, sizes.micro_batch_size, bf16, device_gib)
+    if env.rank == 0:
+        print(estimate, flush=True)
+    if cfg.estimate_only:
+        return 0
+    if problem and cfg.memory.check:
+        raise ConfigError(problem)
+
     distributed.export_env(env)
     torch.set_num_threads(cfg.threads_per_rank)
+    os.environ["OMP_NUM_THREADS"] = str(cfg.threads_per_rank)  # OpenMP in DeepSpeed's CPU Adam, if it loads
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
 
     resume = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.checkpoint.dir)
@@ -52,14 +69,20 @@ def run(cfg: TrainConfig) -> int:
         raise ConfigError(f"batch.global_batch_size: {sizes.global_batch_size}, but the checkpoint {resume} was trained "
                           f"with {resume_state['global_batch_size']}: keep it to resume on another number of ranks")
 
-    init_distributed(env)
-    model = Transformer(model_cfg)
+    device = init_distributed(env)
+    ds_config = deepspeed_config(cfg, env.world_size, load_universal=universal)
+    model = build_model(model_cfg, ds_config, cfg.seed, device)
     if universal:
         checkpoint.convert_to_universal(resume, env.rank)
-    engine, _ = build_engine(model, cfg, env.world_size, load_universal=universal)
-    batches = build_train_batches(DataConfig(cfg.data.path, cfg.data.seq_len, dict(cfg.data.weights), cfg.data.seed),
-                                  sizes.micro_batch_size, env.rank, env.world_size, sizes.global_batch_size)
-    trainer = Trainer(engine, batches, sizes.grad_accum_steps, cfg.max_steps)
+    engine = build_engine(model, cfg, ds_config)
+    if env.rank == 0:
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        print(f"device {engine.device}: attention kernel {attention_backend(model_cfg, cfg.data.seq_len, dtype, engine.device)}"
+              f", optimizer {type(engine.basic_optimizer).__name__}, {cfg.threads_per_rank} CPU thread(s) per rank", flush=True)
+    data = DataConfig(cfg.data.path, cfg.data.seq_len, dict(cfg.data.weights), cfg.data.seed)
+    batches = DeviceBatches(build_train_batches(data, sizes.micro_batch_size, env.rank, env.world_size,
+                                                sizes.global_batch_size), engine.device)
+    trainer = Trainer(engine, batches, sizes.grad_accum_steps, cfg.max_steps, world_size=env.world_size)
     if resume:
         trainer.load_state_dict(checkpoint.load(engine, resume, env.rank, universal))
 
@@ -69,12 +92,11 @@ def run(cfg: TrainConfig) -> int:
     trainer.extra_state = {"wandb_run_id": logger.run_id, "world_size": env.world_size, "model_config": model_cfg.to_dict(),
                            "global_batch_size": sizes.global_batch_size, "data_path": cfg.data.path, "seq_len": cfg.data.seq_len}
     sources = sorted(manifest["splits"].get("val", {}).get("sources", {}))
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
     def run_eval() -> dict:
         engine.eval()
         metrics = evaluate(engine, cfg.data.path, sources, cfg.data.seq_len, sizes.micro_batch_size, cfg.eval.batches,
-                           env.rank, env.world_size)
+                           env.rank, env.world_size, engine.device)
         engine.train()
         return metrics
 
@@ -82,15 +104,16 @@ def run(cfg: TrainConfig) -> int:
     trainer.callbacks = [
         stop_on_signal,  # first: the checkpoint callback below saves in the same step when it stops the run
         MetricsCallback(logger, cfg.logging.log_every, flops_per_token(model_cfg, cfg.data.seq_len),
-                        peak_tflops(device, cfg.peak_tflops), env.world_size),
+                        peak_tflops(torch.cuda.get_device_name() if on_gpu else None, cfg.peak_tflops), env.world_size),
         EvalCallback(run_eval, logger, cfg.eval.every_steps if sources else 0),
         CheckpointCallback(cfg.checkpoint.dir, cfg.checkpoint.every_steps, cfg.checkpoint.keep_last, env.rank),
-    ]
+    ] + ([ProfileCallback(cfg.profile_step, os.path.join(cfg.output_dir, "profile"), env.rank)] if cfg.profile_step else [])
     completed = False
     try:
         trainer.fit()
         completed = True
     finally:
+        batches.close()
         if env.rank == 0 and logger.run_dir:
             run_dir = os.path.dirname(logger.run_dir)
             print(f"W&B run {logger.run_id} ({cfg.logging.mode}): {run_dir}"
@@ -99,9 +122,9 @@ def run(cfg: TrainConfig) -> int:
         if completed:
             # leave together, once rank 0 has closed the W&B run: a launcher that sees one rank exit
             # non-zero (75 after a stop signal) terminates the others
-            torch.distributed.barrier()
+            collectives.barrier()
         engine.destroy()
-        torch.distributed.destroy_process_group()
+        collectives.destroy()
     return stop_on_signal.exit_code(trainer)
 
 

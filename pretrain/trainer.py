@@ -1,34 +1,30 @@
 """The training loop, kept small: one optimizer step at a time; callbacks do the rest
-(logging and speed, evaluation, checkpoints, stop requests)."""
+(logging and speed, evaluation, checkpoints, stop requests).
+
+A step queues its work on the device without waiting for it: the loss stays a device tensor (the
+metrics callback reduces it on log steps only), the token count follows from the batch shape, and a
+step whose gradients are not finite is skipped by DeepSpeed's optimizer on every rank alike (it
+reduces the gradient norm first), which the trainer reads from `engine.skipped_steps`.
+"""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 
 class NonFiniteLossError(RuntimeError):
-    """Too many consecutive non-finite losses: the run stops without writing a checkpoint."""
-
-
-def all_reduce_sum(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
+    """Too many consecutive non-finite steps: the run stops without writing a checkpoint."""
 
 
 @dataclass
 class StepResult:
     step: int  # optimizer steps done, this one included
-    loss: float | None  # mean over the step's micro-batches and ranks; None when skipped
+    loss: torch.Tensor | None  # this rank's mean loss over the step's micro-batches, on the device; None when skipped
     lr: float
-    grad_norm: float | None
     tokens: int  # tokens of this step, all ranks
     seconds: float
     skipped: bool = False
@@ -43,9 +39,10 @@ class Callback:
 @dataclass
 class Trainer:
     engine: Any  # deepspeed.DeepSpeedEngine (its forward returns the loss given targets)
-    batches: Any  # pretrain.data.TrainBatches: iterator of (inputs, targets), state_dict()
+    batches: Any  # pretrain.device_batches.DeviceBatches: iterator of (inputs, targets) on the device, state_dict()
     grad_accum: int
     max_steps: int
+    world_size: int = 1  # data-parallel ranks: every rank's micro-batches have the same shape
     callbacks: list[Callback] = field(default_factory=list)
     max_consecutive_nonfinite: int = 5
     step: int = 0
@@ -73,43 +70,33 @@ class Trainer:
             cb.on_train_end(self)
 
     def train_step(self) -> StepResult:
-        """One optimizer step over `grad_accum` micro-batches.
+        """One optimizer step over `grad_accum` micro-batches, with no host synchronisation of ours.
 
-        A micro-batch whose loss is not finite on any rank (all ranks agree) gets no backward pass, so it is
-        left out of the update; with one micro-batch per step (grad_accum_steps=1) the whole update is
-        skipped and the engine is left untouched."""
+        When the step's gradients are not finite on any rank (a non-finite loss included), DeepSpeed's
+        optimizer skips the whole update on every rank and leaves the learning-rate schedule where it was."""
         start = time.perf_counter()
-        loss_sum, finite_micro, tokens = 0.0, 0, 0
-        for micro in range(self.grad_accum):
+        skipped_before = self.engine.skipped_steps
+        loss_sum, tokens = None, 0
+        for _ in range(self.grad_accum):
             inputs, targets = next(self.batches)
             tokens += targets.numel()
             loss = self.engine(inputs, targets)
-            finite = all_reduce_sum([0.0 if torch.isfinite(loss.detach()).item() else 1.0])[0] == 0
-            if finite:
-                self.engine.backward(loss)
-                loss_sum += loss.item()
-                finite_micro += 1
-            if finite or self.grad_accum > 1:
-                # DeepSpeed counts micro-steps to find accumulation boundaries: with several per step each
-                # must be counted; with one, leaving out step() leaves the engine exactly as it was
-                self.engine.step()
-        seconds = time.perf_counter() - start
-        tokens = int(all_reduce_sum([float(tokens)])[0])
+            self.engine.backward(loss)
+            self.engine.step()  # an optimizer step at the accumulation boundary only
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
         self.step += 1
-        if finite_micro == 0:
+        seconds = time.perf_counter() - start
+        tokens *= self.world_size
+        if self.engine.skipped_steps > skipped_before:
             self._nonfinite_streak += 1
             if self._nonfinite_streak >= self.max_consecutive_nonfinite:
                 raise NonFiniteLossError(
                     f"the loss was not finite in {self._nonfinite_streak} consecutive steps (last: step {self.step}); "
                     "stopping without a checkpoint: the last good one is kept. Lower optim.lr, check the data, or "
                     "resume from an earlier checkpoint")
-            return StepResult(self.step, None, self.current_lr(), None, tokens, seconds, skipped=True)
+            return StepResult(self.step, None, self.current_lr(), tokens, seconds, skipped=True)
         self._nonfinite_streak = 0
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        loss = all_reduce_sum([loss_sum / finite_micro])[0] / world
-        grad_norm = self.engine.get_global_grad_norm()
-        grad_norm = float(grad_norm) if grad_norm is not None and math.isfinite(float(grad_norm)) else None
-        return StepResult(self.step, loss, self.current_lr(), grad_norm, tokens, seconds)
+        return StepResult(self.step, loss_sum / self.grad_accum, self.current_lr(), tokens, seconds)
 
     def current_lr(self) -> float:
         return float(self.engine.get_lr()[0])

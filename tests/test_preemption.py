@@ -18,13 +18,13 @@ def test_a_signal_ends_the_run_at_the_next_step_boundary_with_the_requeue_code()
         signals = StopSignals().install()
         callback = StopOnSignal(signals, rank=0)
         trainer = FakeTrainer(step=3, max_steps=10)
-        callback.on_step_end(trainer, StepResult(3, 1.0, 1e-3, 1.0, 100, 0.1))
+        callback.on_step_end(trainer, StepResult(step=3, loss=None, lr=1e-3, tokens=100, seconds=0.1))
         assert trainer.stop_reason is None and callback.exit_code(trainer) == 0
         os.kill(os.getpid(), signal.SIGUSR1)  # recorded; the process lives on
         os.kill(os.getpid(), signal.SIGTERM)
         assert signals.received == "SIGUSR1"
         trainer.step = 4
-        callback.on_step_end(trainer, StepResult(4, 1.0, 1e-3, 1.0, 100, 0.1))
+        callback.on_step_end(trainer, StepResult(step=4, loss=None, lr=1e-3, tokens=100, seconds=0.1))
         assert trainer.stop_reason == "stop signal (SIGUSR1)"
         assert callback.exit_code(trainer) == REQUEUE_EXIT_CODE
         trainer.step = trainer.max_steps  # the signal came with the last step: the run is complete

@@ -88,6 +88,17 @@ def test_two_rank_zero3_bf16_learns(sample_run, tmp_path):
     assert (out / "checkpoints" / "step_00000006" / "COMPLETE").exists()
 
 
+def test_an_offloaded_optimizer_steps_with_deepspeeds_cpu_adam(sample_run, tmp_path):
+    out = tmp_path / "offload"
+    # the first use builds DeepSpeed's cpu_adam extension (a minute or more; cached in TORCH_EXTENSIONS_DIR)
+    proc = train(out, sample_run, 1, "max_steps=4", "deepspeed=zero2", "deepspeed.offload_optimizer=cpu",
+                 "deepspeed.precision=fp32", "threads_per_rank=2", "eval.every_steps=0", "checkpoint.every_steps=0",
+                 "logging.mode=disabled")
+    assert "optimizer DeepSpeedCPUAdam, 2 CPU thread(s) per rank" in proc.stdout
+    loss = losses(out)
+    assert sorted(loss) == [1, 2, 3, 4] and loss[4] < loss[1]
+
+
 def test_kill_9_resumes_from_the_last_complete_checkpoint(sample_run, tmp_path):
     out = tmp_path / "killed"
     cmd = train_command(out, sample_run, 1, "max_steps=400", "checkpoint.every_steps=2", "eval.every_steps=0",

@@ -369,7 +369,7 @@ BUCKET = 5_000_000  # tiny model: the lower bound
             "stage": 3, "contiguous_gradients": True, "overlap_comm": False, "reduce_bucket_size": BUCKET,
             "stage3_prefetch_bucket_size": BUCKET, "stage3_param_persistence_threshold": 1280,
             "stage3_gather_16bit_weights_on_model_save": False}}),
-        ("zero3_offload", {**COMMON, "bf16": {"enabled": False}, "zero_force_ds_cpu_optimizer": False, "zero_optimization": {
+        ("zero3_offload", {**COMMON, "bf16": {"enabled": False}, "zero_optimization": {
             "stage": 3, "contiguous_gradients": True, "overlap_comm": False, "reduce_bucket_size": BUCKET,
             "stage3_prefetch_bucket_size": BUCKET, "stage3_param_persistence_threshold": 1280,
             "stage3_gather_16bit_weights_on_model_save": False,
