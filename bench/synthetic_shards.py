@@ -1,6 +1,6 @@
 """Write a shard folder of random tokens (train and val, one source) with its manifest.
 
-For throughput runs where the text does not matter (bench/gpu_mfu.sh): it needs numpy only, none of
+For throughput runs where the text does not matter (bench/gpu_check.sh): it needs numpy only, none of
 the data pipeline's dependencies. `write_sparse_corpus` writes huge shards that cost no disk, for the
 loader's benchmark and tests.
 
