@@ -1,19 +1,25 @@
-"""Training data loader: construction time and samples/s delivered, on a manifest and one 10x larger.
+"""Training data loader at 10B and at 10T tokens: start-up, first batch, samples/s and peak RSS, side by side.
 
-The manifests are synthetic: sparse .ds files (one document each), so they cost no disk and the read
-path is the loader's own work (slicing the memory maps, packing, the int64 batch, the tensors), not the
-disk's. Construction must not grow with the corpus (it reads the manifest and stats the shards); the
-first batch builds the epoch's shuffled order, which does grow with the number of samples (4 bytes each).
-Whether the samples/s suffice is measured by the trainer against what a step consumes.
+The corpora are synthetic: sparse .ds files of 166.7M tokens each (one document, zeros but a few random
+tokens at the start), 60 of them for 10B tokens and 60,000 for 10T, in three sources, so they cost
+almost no disk and the read path is the loader's own work. Two measurements per corpus:
 
-    python bench/dataloader_speed.py                       # 3 sources x 8 shards x 16M tokens, then 80 shards each
-    python bench/dataloader_speed.py --smoke               # 3 sources x 4 shards x 1M tokens, then 40 shards each
-    python bench/dataloader_speed.py --path outputs/data   # also a real shard folder
+1. the loader in this process: construction (reading the manifest), the first batch, samples/s;
+2. the whole `python -m pretrain.train` of the tiny model for 2 steps (seq_len 256, 1 rank), in a
+   process of its own: seconds to its first logged step, seconds in all, and its peak RSS.
+
+Target: at 10T, start-up (2) and peak RSS within 1.5x of 10B, and peak RSS under 3 GB per rank.
+
+    python bench/dataloader_speed.py            # 10B vs 10T tokens (60 vs 60,000 shards)
+    python bench/dataloader_speed.py --smoke    # 60 vs 600 shards of 1M tokens (what CI runs)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,75 +27,90 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from pretrain.data import DataConfig, build_train_batches, validation_batches  # noqa: E402
+from pretrain.data import DataConfig, build_train_batches  # noqa: E402
 from synthetic_shards import write_sparse_corpus  # noqa: E402
 
 SOURCES = ("web", "news", "books")
+SEQ_LEN = 256
 
 
-def sparse_manifest(folder: Path, shards_per_source: int, tokens_per_shard: int) -> int:
-    """Shards of `tokens_per_shard` tokens (sparse: zeros, a few random tokens); returns the train tokens."""
+def sparse_corpus(folder: Path, shards: int, tokens_per_shard: int) -> int:
+    """`shards` train shards in all (split over the sources), one val shard per source; returns the train tokens."""
     rng = np.random.default_rng(0)
 
     def random_start(f, _tokens: int) -> None:
-        f.write(rng.integers(1, 1000, size=4096, dtype="<u2").tobytes())
+        f.write(rng.integers(1, 1000, size=512, dtype="<u2").tobytes())
 
-    write_sparse_corpus(folder, SOURCES, {"train": shards_per_source, "val": 1}, tokens_per_shard, 0, random_start)
-    return len(SOURCES) * shards_per_source * tokens_per_shard
+    write_sparse_corpus(folder, SOURCES, {"train": shards // len(SOURCES), "val": 1}, tokens_per_shard, 0, random_start)
+    return shards // len(SOURCES) * len(SOURCES) * tokens_per_shard
 
 
-def measure(label: str, path: Path, args: argparse.Namespace) -> None:
+def loader_figures(path: Path, seconds: float) -> dict[str, float]:
     start = time.perf_counter()
-    loader = build_train_batches(DataConfig(path=str(path), seq_len=args.seq_len, seed=1), args.micro_batch)
-    val = validation_batches(path, seq_len=args.seq_len, batch_size=args.micro_batch)
+    loader = build_train_batches(DataConfig(path=str(path), seq_len=SEQ_LEN, seed=1), 16)
     construction = time.perf_counter() - start
-
     start = time.perf_counter()
     next(loader)
     first = time.perf_counter() - start
-
     batches, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < args.seconds:
+    while (elapsed := time.perf_counter() - start) < seconds:
         for _ in range(20):
             next(loader)
         batches += 20
-    rate = batches * args.micro_batch / elapsed
+    return {"construction_s": construction, "first_batch_s": first, "samples_per_s": batches * 16 / elapsed,
+            "samples_per_epoch": loader.samples_per_epoch}
 
+
+def train_figures(path: Path, out: Path) -> dict[str, float]:
+    """Runs the trainer for 2 steps; its seconds to the first logged step, in all, and its peak RSS."""
+    cmd = [sys.executable, "-m", "pretrain.train", f"data.path={path}", f"output_dir={out}", "model=tiny",
+           f"model.max_seq_len={SEQ_LEN}", "max_steps=2", "logging.mode=disabled", "logging.log_every=1",
+           "eval.every_steps=0", "checkpoint.every_steps=0", "checkpoint.resume=none", "batch.micro_batch_size=8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
     start = time.perf_counter()
-    val_samples = 0
-    for inputs, _ in val:
-        val_samples += len(inputs)
-        if time.perf_counter() - start > args.seconds:
-            break
-    val_rate = val_samples / (time.perf_counter() - start)
-
-    train_tokens = sum(loader.dataset.num_tokens(s) for s in loader.dataset.sources)
-    print(f"{label}: {train_tokens / 1e6:,.0f}M train tokens, {loader.samples_per_epoch:,} samples per epoch, "
-          f"{sum(loader.dataset.num_shards(s) for s in loader.dataset.sources)} train shards")
-    print(f"  construction {construction * 1000:.1f} ms; first batch (builds the epoch order) {first * 1000:.1f} ms")
-    print(f"  train: {rate:,.0f} samples/s ({rate * args.seq_len / 1e6:.1f}M tokens/s), micro-batch "
-          f"{args.micro_batch} x {args.seq_len}; validation: {val_rate:,.0f} samples/s")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first_step, lines = None, []
+    for line in proc.stdout:
+        lines.append(line)
+        if first_step is None and line.startswith("step      1"):
+            first_step = time.perf_counter() - start
+    _, status, usage = os.wait4(proc.pid, 0)
+    total = time.perf_counter() - start
+    if status != 0 or first_step is None:
+        raise SystemExit(f"pretrain.train failed on {path}:\n{''.join(lines[-40:])}")
+    return {"first_step_s": first_step, "total_s": total, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--micro-batch", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=None, help="time per measurement (default 3, smoke 0.3)")
-    parser.add_argument("--path", type=Path, help="also measure this shard folder (manifest.json)")
+    parser.add_argument("--seconds", type=float, default=None, help="time per samples/s measurement (default 3, smoke 0.3)")
+    parser.add_argument("--dir", type=Path, help="where to write the sparse corpora (default: a temporary folder)")
     args = parser.parse_args()
-    args.seconds = args.seconds or (0.3 if args.smoke else 3.0)
-    shards, tokens = (4, 1 << 20) if args.smoke else (8, 1 << 24)
-    with tempfile.TemporaryDirectory() as tmp:
-        for scale in (1, 10):
-            folder = Path(tmp) / f"x{scale}"
-            sparse_manifest(folder, shards * scale, tokens)
-            measure(f"synthetic x{scale}", folder, args)
-    if args.path:
-        measure(str(args.path), args.path, args)
+    seconds = args.seconds or (0.3 if args.smoke else 3.0)
+    tokens_per_shard = 1 << 20 if args.smoke else 10**13 // 60_000
+    scales = (("60 shards", 60), ("600 shards", 600)) if args.smoke else (("10B", 60), ("10T", 60_000))
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        rows = {}
+        for label, shards in scales:
+            folder = Path(tmp) / label
+            start = time.perf_counter()
+            tokens = sparse_corpus(folder, shards, tokens_per_shard)
+            print(f"{label}: {tokens / 1e9:,.1f}B train tokens in {shards:,} shards (written in "
+                  f"{time.perf_counter() - start:.0f} s)", flush=True)
+            rows[label] = {**loader_figures(folder, seconds), **train_figures(folder, Path(tmp) / f"run_{label}")}
+            r = rows[label]
+            print(f"  loader: construction {r['construction_s'] * 1000:,.0f} ms, first batch {r['first_batch_s'] * 1000:,.1f} ms, "
+                  f"{r['samples_per_s']:,.0f} samples/s of {SEQ_LEN} tokens ({r['samples_per_epoch']:,} samples per epoch)")
+            print(f"  pretrain.train, tiny model, 2 steps: first step after {r['first_step_s']:.1f} s, "
+                  f"{r['total_s']:.1f} s in all, peak RSS {r['peak_rss_mb']:,.0f} MB", flush=True)
+    (small, a), (large, b) = rows.items()
+    startup, rss = b["first_step_s"] / a["first_step_s"], b["peak_rss_mb"] / a["peak_rss_mb"]
+    print(f"{large} vs {small}: start-up {startup:.2f}x, peak RSS {rss:.2f}x (targets <= 1.5x each, and under 3 GB: "
+          f"{b['peak_rss_mb'] / 1024:.2f} GB); samples/s {b['samples_per_s'] / a['samples_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ a ``.ds`` file that exists is complete, and so are its companions.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -324,30 +325,53 @@ class ShardReader:
     """Read-only, memory-mapped view of one ``.ds`` shard and its ``.ds.index``.
 
     Tokens are never copied into RAM: `document` and `tokens` return read-only views of the mapping.
-    The token size is derived from the file size and the index, so the metadata file is not needed.
+    The token size is derived from the file size and the token count, so the metadata file is not
+    needed. `num_tokens`, when the caller knows it (a manifest lists it), spares reading the index:
+    a reader that only slices tokens (the packed training loader) never loads it; the document
+    boundaries are read on first use.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], num_tokens: int | None = None) -> None:
         self.path = Path(path)
-        self.document_ends = np.fromfile(self.path.with_name(self.path.name + ".index"), dtype=_INDEX_DTYPE)
         file_size = self.path.stat().st_size
-        self.num_documents = len(self.document_ends)
-        self.num_tokens = int(self.document_ends[-1]) if self.num_documents else 0
-        if np.any(np.diff(self.document_ends.astype(np.int64), prepend=0) < 0):
-            raise ValueError(f"{self.path}.index: document ends are not non-decreasing")
-
+        if num_tokens is None:
+            ends = self._read_index()
+            self.__dict__["document_ends"] = ends  # the cached property's value
+            self.num_tokens = int(ends[-1]) if len(ends) else 0
+        else:
+            self.num_tokens = int(num_tokens)
         if self.num_tokens == 0:
             if file_size:
-                raise ValueError(f"{self.path}: {file_size} bytes but its index holds no tokens")
+                raise ValueError(f"{self.path}: {file_size} bytes but it should hold no tokens")
             self.dtype = TOKEN_DTYPES[0]
             self._tokens = np.empty(0, dtype=self.dtype)
             return
         token_size, remainder = divmod(file_size, self.num_tokens)
         if remainder or token_size not in (dtype.itemsize for dtype in TOKEN_DTYPES):
-            raise ValueError(f"{self.path}: {file_size} bytes do not hold the {self.num_tokens} tokens of its index")
+            raise ValueError(f"{self.path}: {file_size} bytes do not hold {self.num_tokens} tokens of 2 or 4 bytes "
+                             f"(a truncated shard, or another token dtype)")
         self.dtype = next(dtype for dtype in TOKEN_DTYPES if dtype.itemsize == token_size)
         # A plain ndarray view of the read-only mapping; it keeps the mapping alive.
         self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r").view(np.ndarray)
+
+    @functools.cached_property
+    def document_ends(self) -> np.ndarray:
+        """uint64 cumulative document ends, from the index file (read on first use)."""
+        ends = self._read_index()
+        if (int(ends[-1]) if len(ends) else 0) != self.num_tokens:
+            raise ValueError(f"{self.path}.index: its documents end at token {int(ends[-1]) if len(ends) else 0}, "
+                             f"but the shard holds {self.num_tokens}")
+        return ends
+
+    def _read_index(self) -> np.ndarray:
+        ends = np.fromfile(self.path.with_name(self.path.name + ".index"), dtype=_INDEX_DTYPE)
+        if np.any(np.diff(ends.astype(np.int64), prepend=0) < 0):
+            raise ValueError(f"{self.path}.index: document ends are not non-decreasing")
+        return ends
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.document_ends)
 
     def __len__(self) -> int:
         return self.num_documents

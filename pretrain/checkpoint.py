@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,18 +106,56 @@ def universal_path(path: Path) -> Path:
     return path.with_name(path.name + "_universal")
 
 
-def convert_to_universal(path: Path, rank: int) -> Path:
-    """Rank 0 converts a ZeRO checkpoint to DeepSpeed's universal format (once); all ranks wait."""
+FAILED = "FAILED"
+_WAIT_REPORT_S = 60
+_STALE_SLACK_S = 30  # ranks of one launch start within this of each other
+
+
+def convert(path: Path, extract_workers: int = 4, merge_workers: int = 2) -> Path:
+    """Convert a ZeRO checkpoint to DeepSpeed's universal format (to resume on another number of ranks),
+    once: into a temporary folder renamed into place, then the `COMPLETE` marker. A failure leaves a
+    `FAILED` marker (with the error) for the ranks waiting on it. Returns the universal folder."""
     out = universal_path(path)
-    if rank == 0 and not (out / COMPLETE).exists():
-        shutil.rmtree(out, ignore_errors=True)
-        cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(path),
-               "--output_folder", str(out), "--inject_missing_state"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"converting {path} to a universal checkpoint failed:\n{proc.stderr[-3000:]}")
-        _atomic_write(out / COMPLETE, "universal\n")
-    collectives.barrier()
+    if (out / COMPLETE).exists():
+        return out
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (out / FAILED).unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(path),
+           "--output_folder", str(tmp), "--inject_missing_state", "--num_extract_workers", str(extract_workers),
+           "--num_merge_workers", str(merge_workers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        message = f"converting {path} to a universal checkpoint failed:\n{proc.stderr[-3000:]}"
+        _atomic_write(out / FAILED, message + "\n")
+        raise RuntimeError(message)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    _atomic_write(out / COMPLETE, "universal\n")
+    return out
+
+
+def ensure_universal(path: Path, rank: int, since: float) -> Path:
+    """Before the ranks rendezvous: rank 0 converts `path` (see `convert`), the others wait for its marker
+    on the shared file system. The wait is a file poll, not a collective: it cannot time out however long
+    the conversion of a large model takes (`python -m pretrain.checkpoint convert` does it beforehand).
+    `since`: when this launch started (time.time()); a FAILED marker older than that is a stale one."""
+    out = universal_path(path)
+    if rank == 0:
+        if not (out / COMPLETE).exists():
+            print(f"converting {path} to a universal checkpoint (resuming on another number of ranks) ...", flush=True)
+        return convert(path)
+    start = last_report = time.monotonic()
+    while not (out / COMPLETE).exists():
+        failed = out / FAILED
+        if failed.exists() and failed.stat().st_mtime >= since - _STALE_SLACK_S:
+            raise RuntimeError(failed.read_text(encoding="utf-8"))
+        if time.monotonic() - last_report > _WAIT_REPORT_S:
+            print(f"rank {rank}: waiting for rank 0 to convert {path} ({time.monotonic() - start:.0f} s)", flush=True)
+            last_report = time.monotonic()
+        time.sleep(1.0)
     return out
 
 
@@ -164,3 +203,28 @@ def load_model(path: str | os.PathLike):
     model = Transformer(cfg)
     model.load_state_dict(consolidated_state_dict(path), strict=True)
     return model, cfg, state
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pretrain.checkpoint",
+                                     description="Checkpoint tools: convert a checkpoint to the universal format")
+    commands = parser.add_subparsers(dest="command", required=True)
+    conv = commands.add_parser("convert", help="convert to DeepSpeed's universal format (to resume on another "
+                                               "number of ranks; resume=auto does it too, before the rendezvous)")
+    conv.add_argument("checkpoint", help="a checkpoint folder (step_XXXXXXXX) or the checkpoints folder (latest)")
+    conv.add_argument("--extract-workers", type=int, default=4, help="parallel processes extracting ZeRO shards")
+    conv.add_argument("--merge-workers", type=int, default=2, help="parallel processes merging (memory-hungry)")
+    args = parser.parse_args(argv)
+    try:
+        path = resolve_checkpoint(args.checkpoint)
+        start = time.monotonic()
+        out = convert(path, args.extract_workers, args.merge_workers)
+    except (FileNotFoundError, RuntimeError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"{out} ({time.monotonic() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

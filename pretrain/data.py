@@ -10,8 +10,8 @@ consecutive samples share one token, so every token of the stream but the first 
 once. A source holds ``(T - 1) // seq_len`` samples; the last ``<= seq_len`` tokens are left out. Samples
 are read from the memory-mapped shards (`ShardReader.tokens` views; one that crosses a shard boundary
 is assembled from the views of both shards), never by loading a shard. Construction reads the manifest
-and stats the ``.ds`` files only: sample counts come from the manifest's token counts, and a shard is
-opened (its index read) the first time a sample needs it.
+only (or takes it already read): sample counts come from its token counts, and a shard is opened the first
+time a sample needs it (at most `max_open_shards` stay mapped; a shard's index is never read).
 
 **Mixing.** An epoch is ``samples_per_epoch = sum of the packed samples of all train sources`` samples,
 whatever the weights. Source ``s`` gets ``count_s`` of them: its weight share times ``samples_per_epoch``,
@@ -20,10 +20,11 @@ of ``round(share * samples_per_epoch)``). Empty weights mean proportional to eac
 (i.e. its tokens): every sample exactly once per epoch. A source with ``count_s <= n_s`` samples
 contributes ``count_s`` distinct samples drawn at random (a fresh draw every epoch); one with more
 contributes all its samples ``count_s // n_s`` times plus ``count_s % n_s`` distinct random ones. The
-epoch's list is then shuffled. Every random draw of epoch ``e`` comes from
-``numpy.random.default_rng([seed, e])`` (seed and epoch together, so seed 1 epoch 1 is not seed 2
-epoch 0). One epoch's order is a uint32 (int64 beyond 2**32 samples) array built on first use; the
-loader keeps at most two epochs' orders.
+epoch's list is then shuffled. Nothing of an epoch's size is built: position ``p`` of epoch ``e`` maps to
+a slot of the epoch through a keyed bijection of ``[0, samples_per_epoch)`` (`permute`: a Feistel network
+with cycle walking), a source's extra slots to its samples through another; their keys come from
+``numpy.random.SeedSequence([seed, e, stream])`` (seed and epoch together, so seed 1 epoch 1 is not seed
+2 epoch 0). Memory and start-up do not depend on the corpus size.
 
 **Ranks.** The order is one global sequence of samples over all epochs: position ``k`` is sample
 ``k % samples_per_epoch`` of epoch ``k // samples_per_epoch``. ``samples_consumed`` counts global
@@ -67,11 +68,11 @@ __all__ = [
     "TrainBatches",
     "ValidationBatches",
     "build_train_batches",
+    "permute",
     "validation_batches",
 ]
 
 STATE_KEYS = ("seed", "epoch", "samples_consumed")
-_EPOCHS_CACHED = 2
 
 
 @dataclass
@@ -95,10 +96,8 @@ class DataConfig:
 @dataclass
 class _Source:
     name: str
-    shard_paths: list[Path]  # shards with at least one token, in manifest order
+    shard_paths: list[str]  # shards with at least one token, in manifest order (relative to the folder)
     shard_starts: np.ndarray  # int64 [len(shard_paths) + 1]: offset of each shard in the stream, then the total
-    readers: list[ShardReader | None]  # opened on first use
-    mappings: list[mmap.mmap | None]  # the memory map under each opened reader, for madvise
 
     @property
     def num_tokens(self) -> int:
@@ -108,7 +107,11 @@ class _Source:
 class PackedShardDataset:
     """The packed samples of one split of a shard folder, per source (see the module docstring).
 
-    Construction reads ``manifest.json`` and stats the ``.ds`` files; no token and no index is read.
+    Construction reads ``manifest.json`` (or takes the `manifest` already read); it touches no shard,
+    so it costs the same on every rank whatever the number of shards. A shard is opened the first time a
+    sample needs it: its size is checked against the manifest then, and its index is never read. At most
+    `max_open_shards` shards stay mapped (least recently used first out), far below the kernel's limit
+    on memory maps per process (``vm.max_map_count``, 65,530 by default).
     `sources` selects some of the split's sources (default: all of them, in name order).
 
     `access` is the kernel advice for the shards' memory maps. "random" (training: shuffled samples)
@@ -123,15 +126,21 @@ class PackedShardDataset:
               "default": None}
 
     def __init__(self, path: str | os.PathLike[str], split: str = "train", seq_len: int = 256,
-                 sources: Sequence[str] | None = None, access: str = "random") -> None:
+                 sources: Sequence[str] | None = None, access: str = "random", manifest: dict | None = None,
+                 max_open_shards: int = 1024) -> None:
         if not isinstance(seq_len, numbers.Integral) or isinstance(seq_len, bool) or seq_len < 1:
             raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
         seq_len = int(seq_len)
         if access not in self.ACCESS:
             raise ValueError(f"access must be one of {sorted(self.ACCESS)}, got {access!r}")
+        if max_open_shards < 1:
+            raise ValueError(f"max_open_shards must be >= 1, got {max_open_shards}")
         self.access = access
         self.path = Path(path)
-        self.manifest = manifest_lib.read(self.path)
+        self.manifest = manifest_lib.read(self.path) if manifest is None else manifest
+        self.max_open_shards = max_open_shards
+        # (source, shard number) -> (reader, its memory map), least recently used first
+        self._open: OrderedDict[tuple[str, int], tuple[ShardReader, mmap.mmap | None]] = OrderedDict()
         self.folder = self.path if self.path.is_dir() else self.path.parent
         self.split = split
         self.seq_len = seq_len
@@ -167,24 +176,10 @@ class PackedShardDataset:
         return dtype
 
     def _source(self, name: str, shards: list[dict]) -> _Source:
-        paths, sizes = [], []
-        for shard in shards:
-            path = self.folder / shard["path"]
-            tokens = int(shard["tokens"])
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{path}: shard of source {name!r} ({self.split}) listed in the manifest "
-                                        f"is missing") from None
-            if size != tokens * self.dtype.itemsize:
-                raise ValueError(f"{path}: token dtype mismatch or truncated shard: {size} bytes, but the manifest's "
-                                 f"{tokens} tokens of {self.dtype.name} are {tokens * self.dtype.itemsize} bytes")
-            if tokens:
-                paths.append(path)
-                sizes.append(tokens)
-        starts = np.zeros(len(sizes) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=starts[1:])
-        return _Source(name, paths, starts, [None] * len(paths), [None] * len(paths))
+        paths = [shard["path"] for shard in shards if int(shard["tokens"])]
+        starts = np.zeros(len(paths) + 1, dtype=np.int64)
+        np.cumsum([int(shard["tokens"]) for shard in shards if int(shard["tokens"])], out=starts[1:])
+        return _Source(name, paths, starts)
 
     @property
     def sources(self) -> list[str]:
@@ -246,22 +241,34 @@ class PackedShardDataset:
             pos, i = end, i + 1
 
     def _reader(self, src: _Source, i: int) -> ShardReader:
-        reader = src.readers[i]
-        if reader is None:
-            reader = ShardReader(src.shard_paths[i])
-            expected = int(src.shard_starts[i + 1] - src.shard_starts[i])
-            if reader.num_tokens != expected:
-                raise ValueError(f"{src.shard_paths[i]}: its index holds {reader.num_tokens} tokens, the manifest "
-                                 f"says {expected}")
-            if reader.dtype != self.dtype:
-                raise ValueError(f"{src.shard_paths[i]}: token dtype mismatch: the shard holds {reader.dtype.name}, "
-                                 f"the manifest says {self.dtype.name}")
-            src.readers[i] = reader
-            src.mappings[i] = _mapping_of(reader.tokens(0, 0))
-            advice = self.ACCESS[self.access]
-            if advice is not None and src.mappings[i] is not None:
-                _advise(src.mappings[i], advice)
-        return reader
+        return self._opened(src, i)[0]
+
+    def _opened(self, src: _Source, i: int) -> tuple[ShardReader, mmap.mmap | None]:
+        key = (src.name, i)
+        entry = self._open.get(key)
+        if entry is not None:
+            self._open.move_to_end(key)
+            return entry
+        path = self.folder / src.shard_paths[i]
+        expected = int(src.shard_starts[i + 1] - src.shard_starts[i])
+        try:
+            reader = ShardReader(path, num_tokens=expected)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: shard of source {src.name!r} ({self.split}) listed in the manifest "
+                                    f"is missing") from None
+        except ValueError as exc:
+            raise ValueError(f"{exc}; the manifest lists {expected} tokens of {self.dtype.name}") from None
+        if reader.dtype != self.dtype:
+            raise ValueError(f"{path}: token dtype mismatch or truncated shard: {path.stat().st_size} bytes, but the "
+                             f"manifest's {expected} tokens of {self.dtype.name} are {expected * self.dtype.itemsize} bytes")
+        mapping = _mapping_of(reader.tokens(0, 0))
+        advice = self.ACCESS[self.access]
+        if advice is not None and mapping is not None:
+            _advise(mapping, advice)
+        self._open[key] = entry = (reader, mapping)
+        while len(self._open) > self.max_open_shards:
+            self._open.popitem(last=False)  # its mapping goes with the last view of it
+        return entry
 
     def prefetch(self, source: str, idx: int) -> None:
         """Ask the kernel to start reading the pages of sample `idx` of `source` (returns at once)."""
@@ -271,8 +278,7 @@ class PackedShardDataset:
         itemsize, page = self.dtype.itemsize, mmap.PAGESIZE
         while start < stop:
             offset, end = int(src.shard_starts[i]), min(stop, int(src.shard_starts[i + 1]))
-            self._reader(src, i)
-            mapping = src.mappings[i]
+            _, mapping = self._opened(src, i)
             if mapping is not None and hasattr(mmap, "MADV_WILLNEED"):
                 first = (start - offset) * itemsize // page * page
                 _advise(mapping, mmap.MADV_WILLNEED, first, (end - offset) * itemsize - first)
@@ -319,8 +325,47 @@ def _largest_remainder(shares: np.ndarray, total: int) -> np.ndarray:
     return counts
 
 
+_MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)  # splitmix64's finaliser
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """A 64-bit avalanche mix (uint64, wrapping): each output bit depends on every input bit."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX_1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX_2
+    return x ^ (x >> np.uint64(31))
+
+
+def permute(values: np.ndarray, n: int, keys: np.ndarray) -> np.ndarray:
+    """A keyed bijection of [0, n), applied to `values` (int64, each in [0, n)).
+
+    A balanced Feistel network on the smallest even number of bits that holds n - 1 (a bijection of
+    [0, 2**bits)), four rounds keyed by `keys` (uint64), and cycle walking: an output outside [0, n)
+    goes through the network again until it lands inside, which keeps it a bijection of [0, n). The
+    domain is under 4n, so the walk is short (fewer than 4 passes on average)."""
+    values = np.asarray(values, dtype=np.int64)
+    if n <= 1:
+        return np.zeros_like(values)
+    bits = max(2, int(n - 1).bit_length())
+    half = np.uint64((bits + 1) // 2)
+    mask = np.uint64((1 << int(half)) - 1)
+    out = values.astype(np.uint64)
+    todo = np.arange(out.size)
+    flat = out.reshape(-1)
+    while todo.size:
+        x = flat[todo]
+        left, right = x >> half, x & mask
+        for key in keys:
+            left, right = right, left ^ (_mix64(right ^ key) & mask)
+        flat[todo] = (left << half) | right
+        todo = todo[flat[todo] >= np.uint64(n)]
+    return out.astype(np.int64)
+
+
 class MixedSampleOrder:
-    """The global sample order over a mix of sources (see the module docstring).
+    """The global sample order over a mix of sources (see the module docstring), computed per position:
+    nothing of size samples_per_epoch is ever built, so it costs the same at any corpus size.
 
     `num_samples`: source -> packed samples it holds (mapping order = the order of the global ids:
     sample ``idx`` of the ``j``-th source has id ``sum(num_samples of sources before j) + idx``).
@@ -339,9 +384,10 @@ class MixedSampleOrder:
         self.weights = self._checked_weights(dict(weights or {}))
         w = np.array([self.weights[s] for s in self.sources], dtype=np.float64)
         self.counts = _largest_remainder(w / w.sum(), self.samples_per_epoch)
-        self._id_dtype = np.dtype(np.uint32) if self.samples_per_epoch < 2**32 else np.dtype(np.int64)
+        # an epoch's slots: source s owns [count_starts[s], count_starts[s + 1])
+        self.count_starts = np.zeros(len(self.sources) + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=self.count_starts[1:])
         self.seed = int(seed)
-        self._epochs: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _checked_weights(self, weights: dict[str, float]) -> dict[str, float]:
         if unknown := [s for s in weights if s not in self.sources]:
@@ -368,52 +414,42 @@ class MixedSampleOrder:
         return {s: int(c) / self.samples_per_epoch for s, c in zip(self.sources, self.counts)}
 
     def reseed(self, seed: int) -> None:
-        if int(seed) != self.seed:
-            self.seed = int(seed)
-            self._epochs.clear()
+        self.seed = int(seed)
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """The global sample ids of epoch `epoch`, in order (a cached, read-only array)."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        ids = self._epochs.get(epoch)
-        if ids is None:
-            ids = self._build_epoch(epoch)
-            ids.flags.writeable = False
-            self._epochs[epoch] = ids
-            while len(self._epochs) > _EPOCHS_CACHED:
-                self._epochs.popitem(last=False)
-        else:
-            self._epochs.move_to_end(epoch)
-        return ids
-
-    def _build_epoch(self, epoch: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, epoch])
-        ids = np.empty(self.samples_per_epoch, dtype=self._id_dtype)
-        pos = 0
-        for n, count, offset in zip(self.num_samples.tolist(), self.counts.tolist(), self.offsets.tolist()):
-            if count == 0:
-                continue
-            repeats, rest = divmod(count, n)
-            for _ in range(repeats):
-                ids[pos:pos + n] = np.arange(offset, offset + n, dtype=self._id_dtype)
-                pos += n
-            if rest:
-                ids[pos:pos + rest] = rng.choice(n, size=rest, replace=False) + offset
-                pos += rest
-        assert pos == self.samples_per_epoch
-        rng.shuffle(ids)
-        return ids
+    def _keys(self, epoch: int, stream: int) -> np.ndarray:
+        """Four round keys for epoch `epoch`: stream 0 shuffles the epoch, stream 1 + s draws source s's extras."""
+        return np.random.SeedSequence([self.seed, epoch, stream]).generate_state(4, dtype=np.uint64)
 
     def global_ids(self, positions: np.ndarray) -> np.ndarray:
-        """Global sample ids (int64) at global positions (across epochs)."""
+        """Global sample ids (int64) at global positions (across epochs).
+
+        Position p of epoch e is slot ``permute(p)`` of the epoch; the slots of source s are its full
+        passes over its samples (``count_s // n_s`` of them, in order) and then ``count_s % n_s`` extra
+        slots, the first values of a permutation of its samples: distinct samples, drawn anew each epoch."""
         positions = np.asarray(positions, dtype=np.int64)
         epochs, within = np.divmod(positions, self.samples_per_epoch)
         out = np.empty(positions.shape, dtype=np.int64)
         for epoch in np.unique(epochs).tolist():
-            mask = epochs == epoch
-            out[mask] = self.epoch_order(epoch)[within[mask]]
+            at = epochs == epoch
+            slots = permute(within[at], self.samples_per_epoch, self._keys(epoch, 0))
+            source = np.searchsorted(self.count_starts, slots, side="right") - 1
+            j = slots - self.count_starts[source]
+            n = self.num_samples[source]
+            full = (self.counts[source] // np.maximum(n, 1)) * n
+            idx = np.where(j < full, j % np.maximum(n, 1), 0)
+            for s in np.unique(source[j >= full]).tolist():
+                extra = (source == s) & (j >= full)
+                idx[extra] = permute(j[extra] - full[extra], int(self.num_samples[s]), self._keys(epoch, 1 + s))
+            out[at] = self.offsets[source] + idx
         return out
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Every global sample id of epoch `epoch`, in order: for inspection and tests on small corpora (the
+        loader never builds it)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        start = epoch * self.samples_per_epoch
+        return self.global_ids(np.arange(start, start + self.samples_per_epoch, dtype=np.int64))
 
     def decode(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(index into `sources`, sample index within that source) of global ids."""
@@ -564,9 +600,11 @@ class TrainBatches:
 
 
 def build_train_batches(cfg: DataConfig, micro_batch_size: int, dp_rank: int = 0, dp_world: int = 1,
-                        global_batch_size: int | None = None, prefetch: int = 4) -> TrainBatches:
-    """The train loader of `cfg` (split `cfg.train_split`, mixed by `cfg.weights`) for one rank."""
-    dataset = PackedShardDataset(cfg.path, cfg.train_split, cfg.seq_len, access="random")
+                        global_batch_size: int | None = None, prefetch: int = 4,
+                        manifest: dict | None = None) -> TrainBatches:
+    """The train loader of `cfg` (split `cfg.train_split`, mixed by `cfg.weights`) for one rank; `manifest`:
+    the folder's manifest already read (else it is read here)."""
+    dataset = PackedShardDataset(cfg.path, cfg.train_split, cfg.seq_len, access="random", manifest=manifest)
     order = MixedSampleOrder(dataset.samples_per_source, dict(cfg.weights), cfg.seed)
     return TrainBatches(dataset, order, micro_batch_size, dp_rank, dp_world, global_batch_size, prefetch)
 
@@ -632,9 +670,11 @@ class ValidationBatches:
 
 
 def validation_batches(path: str | os.PathLike[str], split: str = "val", seq_len: int = 256, batch_size: int = 8,
-                       source: str | None = None, dp_rank: int = 0, dp_world: int = 1) -> ValidationBatches:
+                       source: str | None = None, dp_rank: int = 0, dp_world: int = 1,
+                       manifest: dict | None = None) -> ValidationBatches:
     """Evaluation batches over split `split` of the shard folder `path`: every packed sample of `source`
-    (default: of every source, one after the other in name order) once, in order, sharded across ranks."""
+    (default: of every source, one after the other in name order) once, in order, sharded across ranks.
+    Re-iterable: build them once and evaluate as often as needed."""
     dataset = PackedShardDataset(path, split, seq_len, sources=None if source is None else [source],
-                                 access="sequential")
+                                 access="sequential", manifest=manifest)
     return ValidationBatches(dataset, batch_size, source, dp_rank, dp_world)

@@ -14,21 +14,28 @@ import sys
 import torch
 
 from pretrain import collectives
-from pretrain.data import validation_batches
+from pretrain.data import ValidationBatches, validation_batches
+
+
+def source_batches(data_path: str, sources: list[str], seq_len: int, batch_size: int, dp_rank: int = 0,
+                   dp_world: int = 1, manifest: dict | None = None) -> dict[str, ValidationBatches]:
+    """Each source's validation batches, built once (they are re-iterable)."""
+    return {source: validation_batches(data_path, "val", seq_len, batch_size, source, dp_rank, dp_world, manifest)
+            for source in sources}
 
 
 @torch.no_grad()
-def evaluate(forward, data_path: str, sources: list[str], seq_len: int, batch_size: int, max_batches: int,
-             dp_rank: int = 0, dp_world: int = 1, device: torch.device | str = "cpu") -> dict[str, float]:
-    """`forward(inputs, targets) -> mean loss`, with batches sent to `device`. Every rank runs the same
-    number of batches (ZeRO-3 gathers parameters collectively in each forward), so a source may lose its
-    last partial round. Losses are summed on the device and reduced once, at the end."""
+def evaluate(forward, batches: dict[str, ValidationBatches], max_batches: int,
+             device: torch.device | str = "cpu") -> dict[str, float]:
+    """`forward(inputs, targets) -> mean loss` over each source's batches, sent to `device`. Every rank
+    runs the same number of batches (ZeRO-3 gathers parameters collectively in each forward), so a
+    source may lose its last partial round. Losses are summed on the device and reduced once, at the end."""
     device = torch.device(device)
+    sources = list(batches)
     sums = torch.zeros(len(sources), 2, dtype=torch.float64, device=device)  # per source: loss * tokens, tokens
     for row, source in enumerate(sources):
-        batches = validation_batches(data_path, "val", seq_len, batch_size, source, dp_rank, dp_world)
-        n = min(batches.fewest_batches_of_any_rank, max_batches or len(batches))
-        for i, (inputs, targets) in enumerate(batches):
+        n = min(batches[source].fewest_batches_of_any_rank, max_batches or len(batches[source]))
+        for i, (inputs, targets) in enumerate(batches[source]):
             if i >= n:
                 break
             inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -62,9 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model, model_cfg, state = load_model(args.checkpoint)
     data_path = args.data or state["data_path"]
-    sources = sorted(manifest_lib.read(data_path)["splits"]["val"]["sources"])
+    manifest = manifest_lib.read(data_path)
+    sources = sorted(manifest["splits"]["val"]["sources"])
     model.eval()
-    metrics = evaluate(model, data_path, sources, state["seq_len"], args.batch_size, args.max_batches)
+    batches = source_batches(data_path, sources, state["seq_len"], args.batch_size, manifest=manifest)
+    metrics = evaluate(model, batches, args.max_batches)
     if not metrics:
         sys.exit(f"error: {data_path} has no validation samples")
     print(json.dumps({"step": state["step"], **metrics}, indent=2))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import time
 
 import hydra
 from omegaconf import DictConfig
@@ -23,6 +24,7 @@ def run(cfg: TrainConfig) -> int:
     from pretrain.preemption import StopOnSignal, StopSignals
 
     signals = StopSignals().install()  # before anything slow: a signal during start-up must not kill us
+    started = time.time()
 
     import numpy as np
     import torch
@@ -34,7 +36,7 @@ def run(cfg: TrainConfig) -> int:
     from pretrain.data import DataConfig, build_train_batches
     from pretrain.device_batches import DeviceBatches
     from pretrain.engine import attention_backend, build_engine, build_model, init_distributed
-    from pretrain.evaluate import evaluate
+    from pretrain.evaluate import evaluate, source_batches
     from pretrain.metrics import MetricsLogger, peak_tflops
     from pretrain.model import ModelConfig, flops_per_token
     from pretrain.trainer import Trainer
@@ -69,11 +71,11 @@ def run(cfg: TrainConfig) -> int:
         raise ConfigError(f"batch.global_batch_size: {sizes.global_batch_size}, but the checkpoint {resume} was trained "
                           f"with {resume_state['global_batch_size']}: keep it to resume on another number of ranks")
 
+    if universal:  # before the rendezvous: no collective waits on the conversion
+        checkpoint.ensure_universal(resume, env.rank, since=started)
     device = init_distributed(env)
     ds_config = deepspeed_config(cfg, env.world_size, load_universal=universal)
     model = build_model(model_cfg, ds_config, cfg.seed, device)
-    if universal:
-        checkpoint.convert_to_universal(resume, env.rank)
     engine = build_engine(model, cfg, ds_config)
     if env.rank == 0:
         dtype = torch.bfloat16 if bf16 else torch.float32
@@ -81,7 +83,7 @@ def run(cfg: TrainConfig) -> int:
               f", optimizer {type(engine.basic_optimizer).__name__}, {cfg.threads_per_rank} CPU thread(s) per rank", flush=True)
     data = DataConfig(cfg.data.path, cfg.data.seq_len, dict(cfg.data.weights), cfg.data.seed)
     batches = DeviceBatches(build_train_batches(data, sizes.micro_batch_size, env.rank, env.world_size,
-                                                sizes.global_batch_size), engine.device)
+                                                sizes.global_batch_size, manifest=manifest), engine.device)
     trainer = Trainer(engine, batches, sizes.grad_accum_steps, cfg.max_steps, world_size=env.world_size)
     if resume:
         trainer.load_state_dict(checkpoint.load(engine, resume, env.rank, universal))
@@ -92,11 +94,12 @@ def run(cfg: TrainConfig) -> int:
     trainer.extra_state = {"wandb_run_id": logger.run_id, "world_size": env.world_size, "model_config": model_cfg.to_dict(),
                            "global_batch_size": sizes.global_batch_size, "data_path": cfg.data.path, "seq_len": cfg.data.seq_len}
     sources = sorted(manifest["splits"].get("val", {}).get("sources", {}))
+    val_batches = source_batches(cfg.data.path, sources, cfg.data.seq_len, sizes.micro_batch_size, env.rank,
+                                 env.world_size, manifest)
 
     def run_eval() -> dict:
         engine.eval()
-        metrics = evaluate(engine, cfg.data.path, sources, cfg.data.seq_len, sizes.micro_batch_size, cfg.eval.batches,
-                           env.rank, env.world_size, engine.device)
+        metrics = evaluate(engine, val_batches, cfg.eval.batches, engine.device)
         engine.train()
         return metrics
 

@@ -21,6 +21,7 @@ from pretrain.data import (
     MixedSampleOrder,
     PackedShardDataset,
     build_train_batches,
+    permute,
     validation_batches,
 )
 
@@ -412,16 +413,20 @@ def test_token_dtype_and_shard_mismatches_are_named(tmp_path):
     rewrite(token_dtype="uint32")
     with pytest.raises(ValueError, match="token dtype mismatch.*uint32.*vocab_size 1000"):
         PackedShardDataset(tmp_path)
+    # construction touches no shard (the same cost on every rank at any number of shards): a shard's
+    # problems are named when it is first read
     rewrite(token_dtype="uint32", tokenizer={**manifest["tokenizer"], "vocab_size": 70000})
     with pytest.raises(ValueError, match=r"web_00000\.ds: token dtype mismatch"):
-        PackedShardDataset(tmp_path)
+        PackedShardDataset(tmp_path, seq_len=SEQ).sample("web", 0)
     rewrite(token_dtype="float32")
     with pytest.raises(ValueError, match="token_dtype 'float32'"):
         PackedShardDataset(tmp_path)
     rewrite()
     (tmp_path / "train" / "web_00001.ds").unlink()
-    with pytest.raises(FileNotFoundError, match=r"web_00001\.ds"):
-        PackedShardDataset(tmp_path)
+    dataset = PackedShardDataset(tmp_path, seq_len=SEQ)
+    with pytest.raises(FileNotFoundError, match=r"web_00001\.ds: shard of source 'web' \(train\) listed in the manifest"):
+        for i in range(dataset.num_samples("web")):
+            dataset.sample("web", i)
 
 
 def test_data_config_is_a_structured_config(corpus):
@@ -457,3 +462,37 @@ def test_dataloader_bench_smoke():
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "samples/s" in proc.stdout and "construction" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------ at any scale
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 1000, 2**16, 2**20 + 7])
+def test_permute_is_a_keyed_bijection(n):
+    keys = np.random.SeedSequence(5).generate_state(4, dtype=np.uint64)
+    out = permute(np.arange(n), n, keys)
+    assert sorted(out.tolist()) == list(range(n))
+    if n > 16:
+        other = permute(np.arange(n), n, np.random.SeedSequence(6).generate_state(4, dtype=np.uint64))
+        assert not np.array_equal(out, other) and not np.array_equal(out, np.arange(n))
+
+
+def test_the_order_of_a_10t_token_corpus_is_computed_not_built():
+    """39 billion samples per epoch (10T tokens at seq_len 256): an epoch's order would be 291 GiB."""
+    order = MixedSampleOrder({"web": 30_000_000_000, "books": 9_062_499_843}, {"web": 0.5, "books": 0.5}, seed=3)
+    positions = np.array([0, 1, 7, 10**9, order.samples_per_epoch - 1, order.samples_per_epoch + 5], dtype=np.int64)
+    ids = order.global_ids(positions)
+    assert np.array_equal(ids, order.global_ids(positions))  # a function of the position
+    source, idx = order.decode(ids)
+    assert all(0 <= i < order.num_samples[s] for s, i in zip(source.tolist(), idx.tolist()))
+    assert len(set(ids[:5].tolist())) == 5
+
+
+def test_open_shards_are_bounded(corpus):
+    folder, streams = corpus
+    dataset = PackedShardDataset(folder, "train", SEQ, max_open_shards=2)
+    assert dataset.num_shards("web") > 4
+    for i in range(dataset.num_samples("web")):
+        expected = streams["train", "web"][i * SEQ:i * SEQ + SEQ + 1]
+        assert np.array_equal(dataset.sample("web", i), expected)
+        assert len(dataset._open) <= 2

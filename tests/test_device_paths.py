@@ -23,7 +23,7 @@ from pretrain import collectives
 from pretrain.callbacks import CheckpointCallback, EvalCallback, MetricsCallback
 from pretrain.data import DataConfig, build_train_batches
 from pretrain.device_batches import DeviceBatches
-from pretrain.evaluate import evaluate
+from pretrain.evaluate import evaluate, source_batches
 from pretrain.metrics import MetricsLogger
 from pretrain.model import ModelConfig, Transformer
 from pretrain.preemption import StopOnSignal, StopSignals
@@ -163,8 +163,10 @@ def rank_in_a_group_that_refuses_cpu_tensors(rank: int, world: int, port: int, s
         sources = sorted(manifest_lib.read(shards)["splits"]["val"]["sources"])
         evals: list[dict] = []
 
+        val_batches = source_batches(shards, sources, SEQ, MICRO, rank, world)
+
         def run_eval() -> dict:
-            evals.append(evaluate(engine, shards, sources, SEQ, MICRO, 2, rank, world, engine.device))
+            evals.append(evaluate(engine, val_batches, 2, engine.device))
             return evals[-1]
 
         trainer = Trainer(engine, batches, grad_accum, max_steps=50, world_size=world, callbacks=[

@@ -79,6 +79,35 @@ def test_resume_on_one_rank_keeps_the_data_order(two_rank_run, sample_run, tmp_p
     assert state["world_size"] == 1 and state["data"]["samples_consumed"] == 6 * 8
 
 
+def test_the_convert_command_prepares_a_resume_on_another_number_of_ranks(two_rank_run, sample_run, tmp_path):
+    out = tmp_path / "converted"
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copytree(two_rank_run / "checkpoints" / "step_00000004", out / "checkpoints" / "step_00000004")
+    conv = subprocess.run([sys.executable, "-m", "pretrain.checkpoint", "convert", str(out / "checkpoints")],
+                          cwd=ROOT, capture_output=True, text=True, env=ENV)
+    assert conv.returncode == 0, conv.stderr[-3000:]
+    assert (out / "checkpoints" / "step_00000004_universal" / "COMPLETE").exists()
+    proc = train(out, sample_run, 1, "max_steps=5", "deepspeed=zero2", "deepspeed.precision=fp32", "batch.global_batch_size=8")
+    assert "converting" not in proc.stdout  # done beforehand: the run only loads it
+    assert losses(out)[5] == pytest.approx(losses(two_rank_run)[5], abs=1e-4)
+
+
+def test_resume_from_one_rank_on_two(sample_run, tmp_path):
+    """1 rank (2 micro-steps of 4) -> 2 ranks (1 micro-step of 4 each): the same 8 sequences per step."""
+    one = tmp_path / "one"
+    train(one, sample_run, 1, "max_steps=6", "deepspeed=zero2", "deepspeed.precision=fp32", "batch.global_batch_size=8",
+          "eval.every_steps=0", "logging.mode=disabled")
+    two = tmp_path / "two"
+    (two / "checkpoints").mkdir(parents=True)
+    shutil.copytree(one / "checkpoints" / "step_00000004", two / "checkpoints" / "step_00000004")
+    proc = train(two, sample_run, 2, "max_steps=6", "deepspeed=zero2", "deepspeed.precision=fp32",
+                 "batch.global_batch_size=8", "eval.every_steps=0", "logging.mode=disabled")
+    assert "converting" in proc.stdout
+    straight, resumed = losses(one), losses(two)
+    assert sorted(resumed) == [5, 6]
+    assert resumed[5] == pytest.approx(straight[5], abs=1e-4) and resumed[6] == pytest.approx(straight[6], abs=1e-4)
+
+
 def test_two_rank_zero3_bf16_learns(sample_run, tmp_path):
     out = tmp_path / "zero3"
     train(out, sample_run, 2, "max_steps=6", "deepspeed=zero3", "deepspeed.precision=bf16", "eval.every_steps=0",
