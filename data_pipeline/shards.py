@@ -179,7 +179,7 @@ class _OpenShard:
         for f in companions:
             f.publish()
         self.ds.publish()
-        _fsync_directory(self.folder)
+        fsync_directory(self.folder)
         return ShardInfo(
             path=self.ds.path.name,
             documents=len(self.document_ends),
@@ -199,7 +199,7 @@ class _OpenShard:
         return f
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
     """Make the renames in `folder` durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:

@@ -73,19 +73,49 @@ class EvalCallback(Callback):
 
 
 class CheckpointCallback(Callback):
-    """Every `every_steps`, when the run is asked to stop (preemption), and at the end."""
+    """Every `every_steps`, when the run is asked to stop (preemption), and at the end.
 
-    def __init__(self, root: str, every_steps: int, keep_last: int, rank: int):
-        self.root, self.every_steps, self.keep_last, self.rank = root, every_steps, keep_last, rank
+    With an asynchronous writer (pretrain/checkpoint_writer.py) a save stalls training only while the
+    state is copied off the device; it is marked complete when the next save starts or the run ends,
+    once every rank's files are durable. Logs `checkpoint/stall_s` (the training loop's wait) and
+    `checkpoint/save_s` (until durable) for each save."""
+
+    def __init__(self, root: str, every_steps: int, keep_last: int, rank: int, logger: MetricsLogger | None = None):
+        self.root, self.every_steps, self.keep_last, self.rank, self.logger = root, every_steps, keep_last, rank, logger
         self._saved_step = -1
+        self._pending: tuple | None = None  # (path, step, trainer state, start time, stall seconds)
+        self.last_save_s: float | None = None
 
     def _save(self, trainer: Trainer) -> None:
-        if trainer.step != self._saved_step:
-            start = time.perf_counter()
-            path = checkpoint.save(trainer.engine, self.root, trainer.step, trainer.state_dict(), self.rank, self.keep_last)
-            self._saved_step = trainer.step
-            if self.rank == 0:
-                print(f"checkpoint step {trainer.step} -> {path} ({time.perf_counter() - start:.1f}s)", flush=True)
+        if trainer.step == self._saved_step:
+            return
+        self.finish_pending(trainer)  # one save at a time
+        start = time.perf_counter()
+        path = checkpoint.begin_save(trainer.engine, self.root, trainer.step, self.rank)
+        stall = time.perf_counter() - start
+        self._pending = (path, trainer.step, trainer.state_dict(), start, stall)
+        self._saved_step = trainer.step
+        self._log(trainer.step, {"checkpoint/stall_s": stall})
+        if not hasattr(trainer.engine.checkpoint_engine, "wait"):  # written already: complete it now
+            self.finish_pending(trainer)
+
+    def finish_pending(self, trainer: Trainer) -> None:
+        """Wait for the pending save's files on every rank, then mark it complete."""
+        if self._pending is None:
+            return
+        path, step, state, start, stall = self._pending
+        self._pending = None
+        checkpoint.finish_save(trainer.engine, path, step, state, self.rank, self.keep_last)
+        writer_end = getattr(trainer.engine.checkpoint_engine, "last_write_end", None)
+        self.last_save_s = (writer_end if writer_end and writer_end > start else time.perf_counter()) - start
+        self._log(trainer.step, {"checkpoint/save_s": self.last_save_s})
+        if self.rank == 0:
+            print(f"checkpoint step {step} -> {path} (training waited {stall:.2f} s; durable after {self.last_save_s:.2f} s)",
+                  flush=True)
+
+    def _log(self, step: int, metrics: dict) -> None:
+        if self.logger is not None:
+            self.logger.log(step, metrics, console=False)
 
     def on_train_start(self, trainer: Trainer) -> None:
         self._saved_step = trainer.step  # resumed from it, or nothing to save yet
@@ -96,6 +126,7 @@ class CheckpointCallback(Callback):
 
     def on_train_end(self, trainer: Trainer) -> None:
         self._save(trainer)
+        self.finish_pending(trainer)
 
 
 class ProfileCallback(Callback):

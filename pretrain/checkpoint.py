@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_pipeline.shards import fsync_directory
 from pretrain import collectives
 
 COMPLETE = "COMPLETE"
@@ -33,12 +34,14 @@ def step_tag(step: int) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write, fsync, rename into place, fsync the folder: never seen half written, durable once returned."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_directory(path.parent)
 
 
 def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
@@ -80,8 +83,10 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save(engine, root: str | os.PathLike, step: int, trainer_state: dict, rank: int, keep_last: int) -> Path:
-    """Collective: every rank calls it at the same step."""
+def begin_save(engine, root: str | os.PathLike, step: int, rank: int) -> Path:
+    """Collective: every rank calls it at the same step. With a `BackgroundWriter` as the engine's checkpoint
+    engine this returns once the state is copied to host memory, the files still being written; call
+    `finish_save` (after `engine.checkpoint_engine.wait()` on every rank) to mark it complete."""
     root = Path(root)
     path = root / step_tag(step)
     if rank == 0:
@@ -90,15 +95,31 @@ def save(engine, root: str | os.PathLike, step: int, trainer_state: dict, rank: 
             shutil.rmtree(path)
     collectives.barrier()
     engine.save_checkpoint(str(root), tag=step_tag(step))
-    torch.save(rng_state(), path / f"rng_rank{rank:05d}.pt")
+    engine.checkpoint_engine.save(rng_state(), str(path / f"rng_rank{rank:05d}.pt"))
+    return path
+
+
+def finish_save(engine, path: Path, step: int, trainer_state: dict, rank: int, keep_last: int) -> None:
+    """Collective: once every rank's files of `path` are durable, rank 0 writes the trainer state and then
+    the `COMPLETE` marker, and prunes checkpoints beyond `keep_last`."""
+    wait = getattr(engine.checkpoint_engine, "wait", None)
+    if wait is not None:
+        wait()
     collectives.barrier()
     if rank == 0:
         _atomic_write(path / STATE_FILE, json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
         _atomic_write(path / COMPLETE, f"{step}\n")
+        root = path.parent
         for old in complete_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
             shutil.rmtree(old.with_name(old.name + "_universal"), ignore_errors=True)
     collectives.barrier()
+
+
+def save(engine, root: str | os.PathLike, step: int, trainer_state: dict, rank: int, keep_last: int) -> Path:
+    """A whole save, waiting for the writes (collective)."""
+    path = begin_save(engine, root, step, rank)
+    finish_save(engine, path, step, trainer_state, rank, keep_last)
     return path
 
 

@@ -9,6 +9,7 @@ in the same call. `init()` creates the group right after the default one; every 
 
 from __future__ import annotations
 
+import datetime
 from typing import Sequence
 
 import torch
@@ -18,11 +19,12 @@ _OPS = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp
 _group: dist.ProcessGroup | None = None
 
 
-def init() -> None:
-    """Create the host-side group (once) on top of the initialized default process group."""
+def init(timeout: datetime.timedelta | None = None) -> None:
+    """Create the host-side group (once) on top of the initialized default process group; its
+    collectives raise after `timeout` (default: torch's)."""
     global _group
     if _group is None and dist.is_available() and dist.is_initialized():
-        _group = dist.new_group(backend="gloo")
+        _group = dist.new_group(backend="gloo", timeout=timeout)
 
 
 def destroy() -> None:

@@ -138,6 +138,8 @@ class CheckpointSection:
     every_steps: int = 500  # 0 = no periodic checkpoints
     keep_last: int = 3  # 0 = keep all
     resume: str = "auto"  # auto (latest in dir, if any) | none | PATH of a checkpoint
+    # write in the background: training waits only for the copy of the state to host memory
+    async_save: bool = True
 
 
 @dataclass
@@ -173,6 +175,8 @@ class TrainConfig:
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile the model
     threads_per_rank: int = 1  # torch.set_num_threads; more threads than cores collapse CPU throughput
+    # a collective that waits longer fails the run (a rank died or hangs); above the slowest checkpoint write
+    collective_timeout_minutes: float = 10.0
     output_dir: str = "outputs/train"
     peak_tflops: Optional[float] = None  # per device, for MFU; null = look the device up
 
@@ -260,6 +264,8 @@ def validate(cfg: TrainConfig, world_size: int) -> BatchSizes:
     _require(cfg.max_steps >= 1, "max_steps", f"{cfg.max_steps}: must be positive")
     _require(cfg.profile_step >= 0, "profile_step", f"{cfg.profile_step}: must be >= 0 (0 = off)")
     _require(cfg.threads_per_rank >= 1, "threads_per_rank", f"{cfg.threads_per_rank}: must be positive")
+    _require(cfg.collective_timeout_minutes > 0, "collective_timeout_minutes",
+             f"{cfg.collective_timeout_minutes}: must be positive")
     _require(bool(cfg.output_dir), "output_dir", "empty")
     _require(cfg.peak_tflops is None or cfg.peak_tflops > 0, "peak_tflops", f"{cfg.peak_tflops}: must be positive (or null)")
     _validate_model(cfg.model)

@@ -5,6 +5,7 @@ file stays plain PyTorch."""
 
 from __future__ import annotations
 
+import datetime
 import functools
 import sys
 
@@ -25,9 +26,10 @@ def apply_activation_checkpointing(model: torch.nn.Module) -> None:
         block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
 
 
-def init_distributed(env: DistEnv) -> torch.device:
+def init_distributed(env: DistEnv, timeout_minutes: float = 10.0) -> torch.device:
     """The default process group (NCCL on GPUs, gloo on CPUs), our host-side group beside it, and the
-    device settings; returns this rank's device."""
+    device settings; returns this rank's device. A collective of either group that waits longer than
+    `timeout_minutes` (a rank died or hangs) raises, instead of DeepSpeed's default 30 minutes."""
     import deepspeed
 
     on_cpu = not torch.cuda.is_available()
@@ -44,8 +46,15 @@ def init_distributed(env: DistEnv) -> torch.device:
         # fp32 matmuls (fp32 runs, and the fp32 parts of bf16 ones) on TF32 tensor cores
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl", auto_mpi_discovery=False)
-    collectives.init()
+    timeout = datetime.timedelta(minutes=timeout_minutes)
+    # the groups DeepSpeed makes itself (its data-parallel group...) take torch's default timeout, the module
+    # globals torch.distributed.distributed_c10d.default_pg_timeout / default_pg_nccl_timeout, read when a
+    # group is created: set them too, so that no collective of the run waits longer
+    import torch.distributed.distributed_c10d as c10d
+
+    c10d.default_pg_timeout = c10d.default_pg_nccl_timeout = timeout
+    deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl", auto_mpi_discovery=False, timeout=timeout)
+    collectives.init(timeout)
     return device
 
 
@@ -99,6 +108,10 @@ def build_engine(model: torch.nn.Module, cfg: TrainConfig, ds_config: dict):
     optimizer = build_optimizer(model, cfg.optim, cfg.deepspeed)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    if cfg.checkpoint.async_save:
+        from pretrain.checkpoint_writer import BackgroundWriter
+
+        engine.checkpoint_engine = BackgroundWriter()
     if cfg.compile:
         engine.compile()
     return engine

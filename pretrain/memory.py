@@ -164,3 +164,23 @@ def plan(m: ModelConfig, cfg: TrainConfig, world_size: int, micro_batch: int, bf
                                            "use a smaller model")
                + " (memory.check=false starts anyway)")
     return text + "\n  would fit with: " + ("; or ".join(options) or "none of the changes tried"), problem
+
+
+def check_before_start(m: ModelConfig, cfg: TrainConfig, world_size: int, micro_batch: int, local_rank: int,
+                       announce: bool) -> None:
+    """Print the plan (when `announce`: rank 0) and refuse to start, naming what would fit, when it exceeds
+    the device's memory (`memory.device_gib`, else the GPU's; on CPUs only a given one is checked). With
+    estimate_only the plan is for GPUs: precision auto counts as bf16."""
+    import torch
+
+    from pretrain.config import ConfigError, uses_bf16
+
+    on_gpu = torch.cuda.is_available()
+    bf16 = uses_bf16(cfg.deepspeed, on_cpu=not (on_gpu or cfg.estimate_only))
+    device_gib = cfg.memory.device_gib or (
+        torch.cuda.get_device_properties(local_rank).total_memory / GIB if on_gpu and not cfg.estimate_only else None)
+    text, problem = plan(m, cfg, world_size, micro_batch, bf16, device_gib)
+    if announce:
+        print(text, flush=True)
+    if problem and cfg.memory.check and not cfg.estimate_only:
+        raise ConfigError(problem)

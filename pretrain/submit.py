@@ -37,14 +37,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--job-name", default="pretrain")
     parser.add_argument("--signal-seconds", type=int, default=180,
                         help="USR1 this long before the time limit: enough to finish a step and write a checkpoint")
+    parser.add_argument("--max-restarts", type=int, default=3,
+                        help="times a failed run (a crashed or killed rank) requeues itself to resume from its last "
+                             "checkpoint (stop signals requeue regardless)")
     parser.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
                         help="extra sbatch option, repeatable (e.g. --sbatch-arg=--qos=high)")
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch command, submit nothing")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for pretrain.train (key=value ...)")
     args = parser.parse_args(argv)
-    for name in ("nodes", "gpus_per_node", "ntasks_per_node", "signal_seconds"):
+    for name in ("nodes", "gpus_per_node", "ntasks_per_node", "signal_seconds", "max_restarts"):
         value = getattr(args, name)
-        if value is not None and value < (0 if name == "gpus_per_node" else 1):
+        if value is not None and value < (0 if name in ("gpus_per_node", "max_restarts") else 1):
             parser.error(f"--{name.replace('_', '-')}: {value} is out of range")
     return args
 
@@ -74,7 +77,8 @@ def sbatch_command(args: argparse.Namespace, output_dir: Path) -> list[str]:
                f"--job-name={args.job_name}", f"--signal=B:USR1@{args.signal_seconds}",
                f"--output={output_dir}/slurm-%j.out",
                # the ranks run this interpreter (the submitting venv), found on the shared filesystem
-               f"--export=ALL,PRETRAIN_PYTHON={sys.executable}"]
+               f"--export=ALL,PRETRAIN_PYTHON={sys.executable},PRETRAIN_SIGNAL_MARGIN_S={args.signal_seconds},"
+               f"PRETRAIN_MAX_RESTARTS={args.max_restarts}"]
     for flag, value in (("--gpus-per-node", args.gpus_per_node or None), ("--cpus-per-task", args.cpus_per_task),
                         ("--partition", args.partition), ("--account", args.account), ("--time", args.time)):
         if value is not None:

@@ -21,7 +21,7 @@ register_configs()
 
 def run(cfg: TrainConfig) -> int:
     """Train; the process exit code: 0, or REQUEUE_EXIT_CODE when a stop signal ended the run early."""
-    from pretrain.preemption import StopOnSignal, StopSignals
+    from pretrain.preemption import StopOnSignal, StopSignals, signal_margin_from_env
 
     signals = StopSignals().install()  # before anything slow: a signal during start-up must not kill us
     started = time.time()
@@ -32,11 +32,12 @@ def run(cfg: TrainConfig) -> int:
     from data_pipeline import manifest as manifest_lib
     from pretrain import checkpoint, collectives, distributed, memory
     from pretrain.callbacks import CheckpointCallback, EvalCallback, MetricsCallback, ProfileCallback
-    from pretrain.config import deepspeed_config, uses_bf16
+    from pretrain.config import deepspeed_config
     from pretrain.data import DataConfig, build_train_batches
     from pretrain.device_batches import DeviceBatches
     from pretrain.engine import attention_backend, build_engine, build_model, init_distributed
     from pretrain.evaluate import evaluate, source_batches
+    from pretrain.heartbeat import Heartbeat, heartbeat_interval
     from pretrain.metrics import MetricsLogger, peak_tflops
     from pretrain.model import ModelConfig, flops_per_token
     from pretrain.trainer import Trainer
@@ -47,17 +48,9 @@ def run(cfg: TrainConfig) -> int:
     planning = cfg.estimate_only and cfg.model.vocab_size is not None  # needs no data
     manifest = None if planning else manifest_lib.read(cfg.data.path)
     model_cfg = ModelConfig(**cfg.model.model_kwargs(manifest and validate_against_manifest(cfg, manifest))).validate()
-    on_gpu = torch.cuda.is_available()
-    bf16 = uses_bf16(cfg.deepspeed, on_cpu=not (on_gpu or cfg.estimate_only))  # a plan is for GPUs
-    device_gib = cfg.memory.device_gib or (
-        torch.cuda.get_device_properties(env.local_rank).total_memory / memory.GIB if on_gpu else None)
-    estimate, problem = memory.plan(model_cfg, cfg, world, sizes.micro_batch_size, bf16, device_gib)
-    if env.rank == 0:
-        print(estimate, flush=True)
+    memory.check_before_start(model_cfg, cfg, world, sizes.micro_batch_size, env.local_rank, env.rank == 0)
     if cfg.estimate_only:
         return 0
-    if problem and cfg.memory.check:
-        raise ConfigError(problem)
 
     distributed.export_env(env)
     torch.set_num_threads(cfg.threads_per_rank)
@@ -73,12 +66,12 @@ def run(cfg: TrainConfig) -> int:
 
     if universal:  # before the rendezvous: no collective waits on the conversion
         checkpoint.ensure_universal(resume, env.rank, since=started)
-    device = init_distributed(env)
+    device = init_distributed(env, cfg.collective_timeout_minutes)
     ds_config = deepspeed_config(cfg, env.world_size, load_universal=universal)
     model = build_model(model_cfg, ds_config, cfg.seed, device)
     engine = build_engine(model, cfg, ds_config)
     if env.rank == 0:
-        dtype = torch.bfloat16 if bf16 else torch.float32
+        dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
         print(f"device {engine.device}: attention kernel {attention_backend(model_cfg, cfg.data.seq_len, dtype, engine.device)}"
               f", optimizer {type(engine.basic_optimizer).__name__}, {cfg.threads_per_rank} CPU thread(s) per rank", flush=True)
     data = DataConfig(cfg.data.path, cfg.data.seq_len, dict(cfg.data.weights), cfg.data.seed)
@@ -103,19 +96,28 @@ def run(cfg: TrainConfig) -> int:
         engine.train()
         return metrics
 
-    stop_on_signal = StopOnSignal(signals, env.rank)
+    checkpoints = CheckpointCallback(cfg.checkpoint.dir, cfg.checkpoint.every_steps, cfg.checkpoint.keep_last, env.rank,
+                                     logger)
+    stop_on_signal = StopOnSignal(signals, env.rank, signal_margin_from_env(), lambda: checkpoints.last_save_s)
+    heartbeat = Heartbeat(os.path.join(cfg.output_dir, "heartbeats"), env.rank, heartbeat_interval(cfg.collective_timeout_minutes))
     trainer.callbacks = [
         stop_on_signal,  # first: the checkpoint callback below saves in the same step when it stops the run
         MetricsCallback(logger, cfg.logging.log_every, flops_per_token(model_cfg, cfg.data.seq_len),
-                        peak_tflops(torch.cuda.get_device_name() if on_gpu else None, cfg.peak_tflops), env.world_size),
+                        peak_tflops(torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                                    cfg.peak_tflops), env.world_size),
         EvalCallback(run_eval, logger, cfg.eval.every_steps if sources else 0),
-        CheckpointCallback(cfg.checkpoint.dir, cfg.checkpoint.every_steps, cfg.checkpoint.keep_last, env.rank),
+        checkpoints,
+        heartbeat,
     ] + ([ProfileCallback(cfg.profile_step, os.path.join(cfg.output_dir, "profile"), env.rank)] if cfg.profile_step else [])
     completed = False
     try:
         trainer.fit()
         completed = True
+    except RuntimeError as exc:  # a collective that failed or timed out: say which rank fell silent
+        print(heartbeat.failure_report(exc, trainer.step + 1, env.world_size), file=sys.stderr, flush=True)
+        raise
     finally:
+        heartbeat.stop()
         batches.close()
         if env.rank == 0 and logger.run_dir:
             run_dir = os.path.dirname(logger.run_dir)

@@ -39,3 +39,8 @@ def test_components_speed_smoke_asserts_same_outcomes():
     for component in ("HTML extraction", "Gopher repetition", "Gopher quality", "C4", "normalization", "MinHash"):
         assert component in out
     assert out.count("same outcomes") == 6
+
+
+def test_checkpoint_speed_smoke(sample_run):
+    out = run_bench("checkpoint_speed.py", "--smoke", "--data", str(sample_run))
+    assert "synchronous" in out and "background" in out and "stall" in out

@@ -76,6 +76,9 @@ class StandInEngine:
     def save_checkpoint(self, root: str, tag: str) -> None:
         (Path(root) / tag).mkdir(parents=True, exist_ok=True)
 
+    class checkpoint_engine:  # noqa: N801 - DeepSpeed's attribute: what saves each file
+        save = staticmethod(torch.save)
+
 
 def tiny_model(vocab_size: int) -> Transformer:
     torch.manual_seed(0)

@@ -32,3 +32,19 @@ def test_a_signal_ends_the_run_at_the_next_step_boundary_with_the_requeue_code()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def test_a_signal_margin_shorter_than_a_step_plus_a_save_is_warned_once(capsys):
+    last_save = [None]
+    callback = StopOnSignal(StopSignals(), rank=0, margin_s=30, last_save_s=lambda: last_save[0])
+    trainer = FakeTrainer(step=1, max_steps=10)
+    callback.on_step_end(trainer, StepResult(step=1, loss=None, lr=1e-3, tokens=100, seconds=12.0))
+    assert callback.margin_warning is None  # no checkpoint yet: nothing to compare
+    last_save[0] = 25.0
+    callback.on_step_end(trainer, StepResult(step=2, loss=None, lr=1e-3, tokens=100, seconds=2.0))
+    assert "comes 30 s before the time limit, but a step plus a checkpoint take 37 s" in callback.margin_warning
+    callback.on_step_end(trainer, StepResult(step=3, loss=None, lr=1e-3, tokens=100, seconds=2.0))
+    assert capsys.readouterr().err.count("warning: the stop signal") == 1
+    roomy = StopOnSignal(StopSignals(), rank=0, margin_s=180, last_save_s=lambda: 25.0)
+    roomy.on_step_end(trainer, StepResult(step=1, loss=None, lr=1e-3, tokens=100, seconds=12.0))
+    assert roomy.margin_warning is None

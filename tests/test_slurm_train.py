@@ -5,7 +5,9 @@ checkpoints, requeues itself and finishes with the weights of an uninterrupted r
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +101,41 @@ def test_a_job_signalled_while_starting_requeues_and_still_finishes_like_an_unin
     output = job_output(out, job_id)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", output[-4000:]
     assert f"requeueing job {job_id}" in output
+
+    reference, _ = slurm_run
+    assert losses(out) == losses(reference)
+    assert_same_weights(reference / "checkpoints" / f"step_{MAX_STEPS:08d}", out / "checkpoints" / f"step_{MAX_STEPS:08d}")
+
+
+def _rank_pids(rank: int) -> list[int]:
+    """Processes of `python -m pretrain.train` whose SLURM_PROCID is `rank` (the emulated nodes share this host)."""
+    pids = []
+    for pid in subprocess.run(["pgrep", "-f", "pretrain.train"], capture_output=True, text=True).stdout.split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"SLURM_PROCID={rank}".encode() in environ and b"SLURM_STEP_ID=0" in environ:
+            pids.append(int(pid))
+    return pids
+
+
+def test_a_killed_rank_requeues_the_job_which_resumes_and_finishes_like_an_uninterrupted_one(slurm_run, slurm_cluster,
+                                                                                               sample_run, tmp_path):
+    out = tmp_path / "crashed"
+    job_id = submit(slurm_cluster, out, sample_run)
+    # past the first checkpoint (step 4), so that the requeued job resumes from it
+    wait_for_step(out, 6, timeout=JOB_TIMEOUT, alive=lambda: slurm_cluster.state(job_id) in ("PENDING", "RUNNING"))
+    victims = _rank_pids(1)
+    assert victims, "no process of rank 1 found"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    info = slurm_cluster.wait(job_id, JOB_TIMEOUT)
+    output = job_output(out, job_id)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", output[-4000:]
+    assert re.search(rf"training failed \(status \d+; restart 1 of at most 3\): requeueing job {job_id}", output), \
+        output[-4000:]
+    assert "last heartbeat of every rank, the silent first:" in output  # rank 0 said who fell silent
 
     reference, _ = slurm_run
     assert losses(out) == losses(reference)

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from .conftest import ROOT
-from .train_runs import ENV, assert_same_weights, deepspeed_launcher_command, losses, train, train_command, wait_for_step
+from .train_runs import (ENV, assert_same_weights, background_run, deepspeed_launcher_command, losses, train,
+                         train_command, wait_for_step, worker_pids_by_rank)
 from .wandb_records import read_run
 
 pytestmark = pytest.mark.slow
@@ -208,39 +209,41 @@ def test_repeated_non_finite_losses_stop_the_run_without_a_new_checkpoint(sample
     assert not (out / "checkpoints").exists() or not list((out / "checkpoints").glob("step_*"))
 
 
-def _worker_pids_by_rank(launcher_pid: int) -> dict[int, int]:
-    """torchrun's worker processes, by the RANK in their environment."""
-    workers = {}
-    for pid in subprocess.run(["ps", "-o", "pid=", "--ppid", str(launcher_pid)], capture_output=True, text=True).stdout.split():
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        rank = next((int(v.split(b"=", 1)[1]) for v in environ if v.startswith(b"RANK=")), None)
-        if rank is not None:
-            workers[rank] = int(pid)
-    return workers
-
-
 def test_a_stop_signal_on_one_rank_stops_every_rank_with_a_checkpoint(sample_run, tmp_path):
     from pretrain.checkpoint import latest_complete
     from pretrain.preemption import REQUEUE_EXIT_CODE
 
-    out = tmp_path / "signalled"
+    out, log = tmp_path / "signalled", tmp_path / "console.log"
     cmd = train_command(out, sample_run, 2, "max_steps=400", "checkpoint.every_steps=0", "eval.every_steps=0",
                         "logging.mode=disabled")
-    log = tmp_path / "console.log"
-    with open(log, "w") as console:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, start_new_session=True, stdout=console, stderr=subprocess.STDOUT)
-    try:
+    with background_run(cmd, log) as proc:
         wait_for_step(out, 3, timeout=300, alive=lambda: proc.poll() is None)
-        workers = _worker_pids_by_rank(proc.pid)
+        workers = worker_pids_by_rank(proc.pid)
         assert sorted(workers) == [0, 1], workers
         os.kill(workers[1], signal.SIGTERM)  # only rank 1: rank 0 learns of it at the step boundary
         proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     output = log.read_text()
     last = latest_complete(out / "checkpoints")
     stopped_at = max(losses(out))
     assert last is not None and last.name == f"step_{stopped_at:08d}" and stopped_at < 400
     assert f"step {stopped_at}: stop signal (received by another rank): checkpointing and stopping" in output
     assert f"exitcode  : {REQUEUE_EXIT_CODE}" in output  # torchrun's summary of rank 1
+
+
+def test_a_rank_that_stops_answering_fails_the_run_within_the_timeout_naming_it(sample_run, tmp_path):
+    out, log = tmp_path / "hung", tmp_path / "console.log"
+    cmd = train_command(out, sample_run, 2, "max_steps=400", "checkpoint.every_steps=0", "eval.every_steps=0",
+                        "logging.mode=disabled", "collective_timeout_minutes=0.25")
+    with background_run(cmd, log) as proc:
+        wait_for_step(out, 3, timeout=300, alive=lambda: proc.poll() is None)
+        os.kill(worker_pids_by_rank(proc.pid)[1], signal.SIGSTOP)  # alive, but never answers again
+        stopped = time.monotonic()
+        proc.wait(timeout=180)
+        waited = time.monotonic() - stopped
+    output = log.read_text()
+    assert proc.returncode != 0 and waited < 120, (waited, output[-3000:])
+    assert "last heartbeat of every rank, the silent first:" in output, output[-3000:]
+    report = output[output.index("last heartbeat of every rank"):]
+    first, second = report.splitlines()[1:3]
+    assert first.startswith("  rank 1 on ") and "SILENT: died or froze" in first, report
+    assert second.startswith("  rank 0 on ") and "alive" in second, report

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -83,3 +85,27 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 def assert_same_weights(a: Path, b: Path) -> None:
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), f"weights differ: {a} vs {b}"
+
+
+@contextlib.contextmanager
+def background_run(cmd: list[str], log: Path):
+    """A training launched in its own session, its console in `log`; killed (the whole group) on exit."""
+    with open(log, "w") as console:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, start_new_session=True, stdout=console, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def worker_pids_by_rank(launcher_pid: int) -> dict[int, int]:
+    """torchrun's worker processes, by the RANK in their environment."""
+    workers = {}
+    for pid in subprocess.run(["ps", "-o", "pid=", "--ppid", str(launcher_pid)], capture_output=True, text=True).stdout.split():
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        rank = next((int(v.split(b"=", 1)[1]) for v in environ if v.startswith(b"RANK=")), None)
+        if rank is not None:
+            workers[rank] = int(pid)
+    return workers
