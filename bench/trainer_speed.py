@@ -51,7 +51,7 @@ def trainer_tokens_per_s(out: Path, nproc: int, deepspeed: str, args) -> float:
     if proc.returncode:
         raise SystemExit(f"training failed:\n{proc.stderr[-3000:]}")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return rows[-1]["speed/tokens_per_s"]  # averaged over all steps
+    return [r for r in rows if "speed/tokens_per_s" in r][-1]["speed/tokens_per_s"]  # averaged over all steps
 
 
 def baseline_tokens_per_s(nproc: int, args) -> float:

@@ -76,8 +76,9 @@ class CheckpointCallback(Callback):
     """Every `every_steps`, when the run is asked to stop (preemption), and at the end.
 
     With an asynchronous writer (pretrain/checkpoint_writer.py) a save stalls training only while the
-    state is copied off the device; it is marked complete when the next save starts or the run ends,
-    once every rank's files are durable. Logs `checkpoint/stall_s` (the training loop's wait) and
+    state is copied off the device; it is marked complete at the first step end at which every rank's
+    files are durable (one small collective per step while a save is pending), at the latest when the
+    next save starts or the run ends. Logs `checkpoint/stall_s` (the training loop's wait) and
     `checkpoint/save_s` (until durable) for each save."""
 
     def __init__(self, root: str, every_steps: int, keep_last: int, rank: int, logger: MetricsLogger | None = None):
@@ -123,6 +124,11 @@ class CheckpointCallback(Callback):
     def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
         if (self.every_steps and result.step % self.every_steps == 0) or trainer.stop_reason is not None:
             self._save(trainer)
+        elif self._pending is not None:
+            # mark it complete as soon as every rank's writer is done: a crash loses no more than it must
+            idle = trainer.engine.checkpoint_engine.idle()
+            if collectives.all_reduce([1.0 if idle else 0.0], op="min")[0] == 1.0:
+                self.finish_pending(trainer)
 
     def on_train_end(self, trainer: Trainer) -> None:
         self._save(trainer)

@@ -84,6 +84,10 @@ class BackgroundWriter(CheckpointEngine):
         self._queue.join()
         self.raise_failure()
 
+    def idle(self) -> bool:
+        """Everything queued is written (or failed): `wait()` would return at once."""
+        return self._queue.unfinished_tasks == 0
+
     def raise_failure(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None

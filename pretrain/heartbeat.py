@@ -72,7 +72,8 @@ def heartbeat_interval(collective_timeout_minutes: float) -> float:
 
 def report(folder: str | os.PathLike, world_size: int, interval_s: float, now: float | None = None) -> str:
     """Every rank's last heartbeat, the silent ones first: ranks with none, then the stale ones (older than
-    two intervals: the process died or froze), then the live ones."""
+    two intervals: the process died or froze), then the recent ones (a rank killed a moment ago can
+    still have a recent one: srun's or the launcher's own message names it then)."""
     now = time.time() if now is None else now
     beats = {}
     for path in Path(folder).glob("rank*.json"):
@@ -84,7 +85,7 @@ def report(folder: str | os.PathLike, world_size: int, interval_s: float, now: f
     lines = [f"  rank {r}: no heartbeat" for r in range(world_size) if r not in beats]
     for beat in sorted(beats.values(), key=lambda b: b["time"]):
         age = now - beat["time"]
-        state = "SILENT: died or froze" if age > 2 * interval_s else "alive"
+        state = "SILENT: died or froze" if age > 2 * interval_s else "recent"
         lines.append(f"  rank {beat['rank']} on {beat['host']}: {state}, last heartbeat {age:.0f} s ago, "
                      f"after step {beat['step']}")
     return "last heartbeat of every rank, the silent first:\n" + "\n".join(lines)

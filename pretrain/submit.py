@@ -40,6 +40,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-restarts", type=int, default=3,
                         help="times a failed run (a crashed or killed rank) requeues itself to resume from its last "
                              "checkpoint (stop signals requeue regardless)")
+    parser.add_argument("--exclude-failed-nodes", action="store_true",
+                        help="leave the nodes on which a rank died of a signal out of the requeued job")
     parser.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
                         help="extra sbatch option, repeatable (e.g. --sbatch-arg=--qos=high)")
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch command, submit nothing")
@@ -78,7 +80,7 @@ def sbatch_command(args: argparse.Namespace, output_dir: Path) -> list[str]:
                f"--output={output_dir}/slurm-%j.out",
                # the ranks run this interpreter (the submitting venv), found on the shared filesystem
                f"--export=ALL,PRETRAIN_PYTHON={sys.executable},PRETRAIN_SIGNAL_MARGIN_S={args.signal_seconds},"
-               f"PRETRAIN_MAX_RESTARTS={args.max_restarts}"]
+               f"PRETRAIN_MAX_RESTARTS={args.max_restarts},PRETRAIN_EXCLUDE_FAILED_NODES={int(args.exclude_failed_nodes)}"]
     for flag, value in (("--gpus-per-node", args.gpus_per_node or None), ("--cpus-per-task", args.cpus_per_task),
                         ("--partition", args.partition), ("--account", args.account), ("--time", args.time)):
         if value is not None:

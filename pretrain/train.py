@@ -80,6 +80,8 @@ def run(cfg: TrainConfig) -> int:
     trainer = Trainer(engine, batches, sizes.grad_accum_steps, cfg.max_steps, world_size=env.world_size)
     if resume:
         trainer.load_state_dict(checkpoint.load(engine, resume, env.rank, universal))
+        if env.rank == 0:
+            print(f"resumed from {resume} (step {trainer.step})", flush=True)
 
     logger = MetricsLogger(rank=env.rank, mode=cfg.logging.mode, project=cfg.logging.project, entity=cfg.logging.entity,
                            run_name=cfg.logging.run_name, config=to_dict(cfg), tags=list(cfg.logging.tags),

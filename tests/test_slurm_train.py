@@ -1,4 +1,4 @@
-"""Training jobs on the real local Slurm cluster (2 emulated nodes, CPU, gloo): submitted with
+"""Training jobs on the real local Slurm cluster (2-node jobs on 3 emulated nodes, CPU, gloo): submitted with
 `python -m pretrain.submit`, they train like a local torchrun run, and a job asked to stop
 checkpoints, requeues itself and finishes with the weights of an uninterrupted run."""
 
@@ -23,9 +23,9 @@ JOB_OVERRIDES = (f"max_steps={MAX_STEPS}", "deepspeed=zero2", "deepspeed.precisi
 JOB_TIMEOUT = 600
 
 
-def submit(cluster, out: Path, shards: Path) -> str:
+def submit(cluster, out: Path, shards: Path, *submit_args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "pretrain.submit", "--nodes", "2", "--ntasks-per-node", "1",
-                           "--partition", cluster.partition, "--job-name", "test-train",
+                           "--partition", cluster.partition, "--job-name", "test-train", *submit_args,
                            *run_overrides(out, shards, *JOB_OVERRIDES)],
                           cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -120,12 +120,17 @@ def _rank_pids(rank: int) -> list[int]:
     return pids
 
 
+@pytest.mark.parametrize("exclude", [False, True], ids=["requeue", "requeue-without-the-node"])
 def test_a_killed_rank_requeues_the_job_which_resumes_and_finishes_like_an_uninterrupted_one(slurm_run, slurm_cluster,
-                                                                                               sample_run, tmp_path):
+                                                                                               sample_run, tmp_path,
+                                                                                               exclude):
     out = tmp_path / "crashed"
-    job_id = submit(slurm_cluster, out, sample_run)
+    job_id = submit(slurm_cluster, out, sample_run, *(["--exclude-failed-nodes"] if exclude else []))
     # past the first checkpoint (step 4), so that the requeued job resumes from it
     wait_for_step(out, 6, timeout=JOB_TIMEOUT, alive=lambda: slurm_cluster.state(job_id) in ("PENDING", "RUNNING"))
+    nodes = subprocess.run(["scontrol", "show", "hostnames", slurm_cluster.job(job_id)["NodeList"]], check=True,
+                           capture_output=True, text=True).stdout.split()
+    failed_node = nodes[1]  # one task per node: rank 1 runs on the second
     victims = _rank_pids(1)
     assert victims, "no process of rank 1 found"
     for pid in victims:
@@ -133,9 +138,17 @@ def test_a_killed_rank_requeues_the_job_which_resumes_and_finishes_like_an_unint
     info = slurm_cluster.wait(job_id, JOB_TIMEOUT)
     output = job_output(out, job_id)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", output[-4000:]
-    assert re.search(rf"training failed \(status \d+; restart 1 of at most 3\): requeueing job {job_id}", output), \
-        output[-4000:]
-    assert "last heartbeat of every rank, the silent first:" in output  # rank 0 said who fell silent
+    reason = rf"training failed \(status \d+; restart 1 of at most 3\): requeueing job {job_id}"
+    assert re.search(reason, output), output[-4000:]
+    assert "last heartbeat of every rank, the silent first:" in output  # rank 0 reported the failure
+    assert "srun: error: " in output and ": task 1: Killed" in output
+    rerun = output[output.index(f"job {job_id} (restart 1)"):]
+    assert re.search(r"resumed from \S+/checkpoints/step_0000000[48] \(step [48]\)", rerun), rerun[:3000]
+    if exclude:  # the requeued job ran on two nodes, not on the one where rank 1 died
+        assert f"without node(s) {failed_node}" in output and info["ExcNodeList"] == failed_node, output[-4000:]
+        rerun_nodes = subprocess.run(["scontrol", "show", "hostnames", info["NodeList"]], check=True,
+                                     capture_output=True, text=True).stdout.split()
+        assert len(rerun_nodes) == 2 and failed_node not in rerun_nodes, info
 
     reference, _ = slurm_run
     assert losses(out) == losses(reference)

@@ -21,7 +21,8 @@ def test_dry_run_prints_the_sbatch_command(sample_run, tmp_path):
     assert argv[0] == "sbatch"
     for expected in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu", "--time=01:00:00",
                      "--qos=high", "--signal=B:USR1@180", f"--output={tmp_path}/slurm-%j.out",
-                     f"--export=ALL,PRETRAIN_PYTHON={sys.executable},PRETRAIN_SIGNAL_MARGIN_S=180,PRETRAIN_MAX_RESTARTS=3"):
+                     f"--export=ALL,PRETRAIN_PYTHON={sys.executable},PRETRAIN_SIGNAL_MARGIN_S=180,PRETRAIN_MAX_RESTARTS=3,"
+                     "PRETRAIN_EXCLUDE_FAILED_NODES=0"):
         assert expected in argv, (expected, argv)
     script = argv.index(str(ROOT / "slurm" / "train.sbatch"))
     assert argv[script + 1:] == [f"data.path={sample_run}", f"output_dir={tmp_path}", "logging.run_name='my run: 1'"]

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A real Slurm cluster on this one host, for tests and for trying the sbatch scripts out:
-# slurmctld plus two emulated nodes n1 and n2 (one `slurmd -N` each), munge authentication,
+# slurmctld plus three emulated nodes n1, n2 and n3 (one `slurmd -N` each), munge authentication,
 # one partition `debug`. Needs root. Installs Debian's slurmctld, slurmd, slurm-client and munge
 # when they are missing, writes /etc/slurm/slurm.conf, starts the daemons without systemd and
-# waits until both nodes are idle. Idempotent: a running cluster is left as it is.
+# waits until every node is idle. Idempotent: a running cluster is left as it is.
 #
 #   bash slurm/local_cluster/start.sh      # then: sinfo; sbatch ...; bash slurm/local_cluster/stop.sh
 #
@@ -13,7 +13,7 @@ set -euo pipefail
 RUN=${SLURM_LOCAL_DIR:-/tmp/slurm-local}
 CONF=/etc/slurm/slurm.conf
 MARKER="# written by slurm/local_cluster/start.sh"
-NODES=(n1 n2)
+NODES=(n1 n2 n3)  # a 2-node job can leave out a failed node and still run
 READY_TIMEOUT=${SLURM_LOCAL_READY_TIMEOUT:-60}
 
 log() { echo "[local-slurm] $*"; }
@@ -89,9 +89,9 @@ MailProg=/bin/true
 InactiveLimit=0
 KillWait=5
 MinJobAge=600
-# both emulated nodes claim CPUs of the same host
+# the emulated nodes claim CPUs of the same host
 SlurmdParameters=config_overrides
-NodeName=n[1-2] NodeHostname=localhost NodeAddr=127.0.0.1 Port=17001-17002 CPUs=$CPUS RealMemory=8000 State=UNKNOWN
+NodeName=n[1-3] NodeHostname=localhost NodeAddr=127.0.0.1 Port=17001-17003 CPUs=$CPUS RealMemory=8000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONFEOF
 mv "$CONF.tmp" "$CONF"
