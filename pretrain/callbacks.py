@@ -6,6 +6,8 @@ import math
 import os
 import resource
 import time
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -72,6 +74,14 @@ class EvalCallback(Callback):
             self.logger.log(result.step, self.evaluate())
 
 
+class _PendingSave(NamedTuple):
+    path: Path
+    step: int
+    trainer_state: dict  # as it was when the save began
+    start: float  # time.perf_counter()
+    stall_s: float
+
+
 class CheckpointCallback(Callback):
     """Every `every_steps`, when the run is asked to stop (preemption), and at the end.
 
@@ -84,7 +94,7 @@ class CheckpointCallback(Callback):
     def __init__(self, root: str, every_steps: int, keep_last: int, rank: int, logger: MetricsLogger | None = None):
         self.root, self.every_steps, self.keep_last, self.rank, self.logger = root, every_steps, keep_last, rank, logger
         self._saved_step = -1
-        self._pending: tuple | None = None  # (path, step, trainer state, start time, stall seconds)
+        self._pending: _PendingSave | None = None
         self.last_save_s: float | None = None
 
     def _save(self, trainer: Trainer) -> None:
@@ -94,25 +104,26 @@ class CheckpointCallback(Callback):
         start = time.perf_counter()
         path = checkpoint.begin_save(trainer.engine, self.root, trainer.step, self.rank)
         stall = time.perf_counter() - start
-        self._pending = (path, trainer.step, trainer.state_dict(), start, stall)
+        self._pending = _PendingSave(path, trainer.step, trainer.state_dict(), start, stall)
         self._saved_step = trainer.step
         self._log(trainer.step, {"checkpoint/stall_s": stall})
-        if not hasattr(trainer.engine.checkpoint_engine, "wait"):  # written already: complete it now
+        if not checkpoint.writes_in_background(trainer.engine):  # written already: complete it now
             self.finish_pending(trainer)
 
     def finish_pending(self, trainer: Trainer) -> None:
         """Wait for the pending save's files on every rank, then mark it complete."""
         if self._pending is None:
             return
-        path, step, state, start, stall = self._pending
-        self._pending = None
-        checkpoint.finish_save(trainer.engine, path, step, state, self.rank, self.keep_last)
+        pending, self._pending = self._pending, None
+        checkpoint.finish_save(trainer.engine, pending.path, pending.step, pending.trainer_state, self.rank,
+                               self.keep_last)
         writer_end = getattr(trainer.engine.checkpoint_engine, "last_write_end", None)
-        self.last_save_s = (writer_end if writer_end and writer_end > start else time.perf_counter()) - start
+        end = writer_end if writer_end and writer_end > pending.start else time.perf_counter()
+        self.last_save_s = end - pending.start
         self._log(trainer.step, {"checkpoint/save_s": self.last_save_s})
         if self.rank == 0:
-            print(f"checkpoint step {step} -> {path} (training waited {stall:.2f} s; durable after {self.last_save_s:.2f} s)",
-                  flush=True)
+            print(f"checkpoint step {pending.step} -> {pending.path} (training waited {pending.stall_s:.2f} s; "
+                  f"durable after {self.last_save_s:.2f} s)", flush=True)
 
     def _log(self, step: int, metrics: dict) -> None:
         if self.logger is not None:

@@ -99,12 +99,16 @@ def begin_save(engine, root: str | os.PathLike, step: int, rank: int) -> Path:
     return path
 
 
+def writes_in_background(engine) -> bool:
+    """Whether the engine's checkpoint engine is a `BackgroundWriter` (files still being written after a save)."""
+    return callable(getattr(engine.checkpoint_engine, "wait", None))
+
+
 def finish_save(engine, path: Path, step: int, trainer_state: dict, rank: int, keep_last: int) -> None:
     """Collective: once every rank's files of `path` are durable, rank 0 writes the trainer state and then
     the `COMPLETE` marker, and prunes checkpoints beyond `keep_last`."""
-    wait = getattr(engine.checkpoint_engine, "wait", None)
-    if wait is not None:
-        wait()
+    if writes_in_background(engine):
+        engine.checkpoint_engine.wait()
     collectives.barrier()
     if rank == 0:
         _atomic_write(path / STATE_FILE, json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
