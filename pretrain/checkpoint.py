@@ -120,13 +120,6 @@ def finish_save(engine, path: Path, step: int, trainer_state: dict, rank: int, k
     collectives.barrier()
 
 
-def save(engine, root: str | os.PathLike, step: int, trainer_state: dict, rank: int, keep_last: int) -> Path:
-    """A whole save, waiting for the writes (collective)."""
-    path = begin_save(engine, root, step, rank)
-    finish_save(engine, path, step, trainer_state, rank, keep_last)
-    return path
-
-
 def universal_path(path: Path) -> Path:
     return path.with_name(path.name + "_universal")
 
