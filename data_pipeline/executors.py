@@ -22,7 +22,8 @@ from data_pipeline.config import ConfigError, ExecutorConfig
 
 @dataclass
 class Stage:
-    name: str  # folder-friendly and unique: "01_clean"
+    key: str  # what the config calls it: "clean", "exact_find" (executor.stages.<key>)
+    name: str  # folder-friendly, unique and ordered: "01_clean"
     title: str  # what a person reads in the progress display
     pipeline: list[PipelineStep]
     tasks: int

@@ -14,7 +14,6 @@ them uses the same number of tasks, so steps that pair documents by their index 
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -66,9 +65,8 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
     tasks = cfg.executor.tasks
     stages: list[Stage] = []
 
-    def add(title: str, pipeline: list, n_tasks: int = tasks) -> None:
-        name = f"{len(stages) + 1:02d}_" + re.sub(r"\W+", "_", title.lower()).strip("_")
-        stages.append(Stage(name=name, title=title, pipeline=pipeline, tasks=n_tasks))
+    def add(key: str, title: str, pipeline: list, n_tasks: int = tasks) -> None:
+        stages.append(Stage(key=key, name=f"{len(stages) + 1:02d}_{key}", title=title, pipeline=pipeline, tasks=n_tasks))
 
     # clean
     files = list_source_files(sources)
@@ -85,17 +83,17 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         if enabled:
             clean += [step(), Meter(point)]
     docs = layout.docs("clean")
-    add("clean: read, extract, filter", clean + [_writer(docs)], min(tasks, len(files)))
+    add("clean", "clean: read, extract, filter", clean + [_writer(docs)], min(tasks, len(files)))
 
     # exact and paragraph dedup share one mechanism
     def hash_dedup(kind: str, label: str, **filter_options) -> None:
         nonlocal docs
         work = str(layout.work / kind)
         find_tasks = cfg.dedup.find_tasks
-        add(f"{label}: signatures", [_reader(docs), HashSignatures(work, kind, find_tasks, filter_options.get("min_part_chars", 0))])
-        add(f"{label}: find duplicates", [FindHashDuplicates(work, kind, find_tasks)], find_tasks)
+        add(f"{kind}_signatures", f"{label}: signatures", [_reader(docs), HashSignatures(work, kind, find_tasks, filter_options.get("min_part_chars", 0))])
+        add(f"{kind}_find", f"{label}: find duplicates", [FindHashDuplicates(work, kind, find_tasks)], find_tasks)
         out = layout.docs(kind)
-        add(f"{label}: filter", [_reader(docs), HashDedupFilter(work, kind, find_tasks, **filter_options), Meter(kind), _writer(out)])
+        add(f"{kind}_filter", f"{label}: filter", [_reader(docs), HashDedupFilter(work, kind, find_tasks, **filter_options), Meter(kind), _writer(out)])
         docs = out
 
     if cfg.dedup.exact.enabled:
@@ -108,11 +106,11 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         audit = MinhashAudit(str(work / "audit"))
         language = get_word_tokenizer(cfg.components)
         signatures = FastMinhashDedupSignature if cfg.components == "fast" else MinhashDedupSignature
-        add("near dedup: minhash signatures", [_reader(docs), signatures(str(work / "signatures"), config=mh_config, language=language)])
-        add("near dedup: buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=mh_config)], mh.num_buckets)
-        add("near dedup: clusters", [MinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=mh_config, save_cluster_id=True)], 1)
+        add("near_signatures", "near dedup: minhash signatures", [_reader(docs), signatures(str(work / "signatures"), config=mh_config, language=language)])
+        add("near_buckets", "near dedup: buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=mh_config)], mh.num_buckets)
+        add("near_clusters", "near dedup: clusters", [MinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=mh_config, save_cluster_id=True)], 1)
         out = layout.docs("near")
-        add("near dedup: filter", [
+        add("near_filter", "near dedup: filter", [
             _reader(docs),
             MinhashDedupFilter(str(work / "remove_ids"), exclusion_writer=audit.removed_writer(), load_cluster_ids=True),
             audit.keeper_log(),
@@ -128,12 +126,12 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
     tok = cfg.tokenizer
     prepare = PrepareTokenizer(str(layout.tokenizer), tok.path, tok.vocab_size, tok.min_frequency, tok.eos_token,
                                tok.train_max_chars)
-    add("tokenizer", [prepare] if tok.path else [_reader(docs), prepare], 1)  # a given tokenizer is only copied
-    add("tokenize", [_reader(docs), TokenizeDocuments(str(layout.tokenizer), str(layout.token_parts), tok.eos_token,
+    add("tokenizer", "tokenizer", [prepare] if tok.path else [_reader(docs), prepare], 1)  # a given tokenizer is only copied
+    add("tokenize", "tokenize", [_reader(docs), TokenizeDocuments(str(layout.tokenizer), str(layout.token_parts), tok.eos_token,
                                                       cfg.shards.seed, cfg.shards.val_fraction, tok.batch_size)])
-    add("shard + manifest", [MergeShards(str(layout.token_parts), str(layout.root), str(layout.tokenizer), tok.eos_token,
+    add("shard", "shard + manifest", [MergeShards(str(layout.token_parts), str(layout.root), str(layout.tokenizer), tok.eos_token,
                                          cfg.shards.seed, cfg.shards.max_tokens_per_shard, cfg.shards.formats, resolved_config)], 1)
-    add("report", [WriteReport(str(layout.root), [s.name for s in stages], print_table=cfg.executor.kind == "slurm")], 1)
+    add("report", "report", [WriteReport(str(layout.root), [s.name for s in stages], print_table=cfg.executor.kind == "slurm")], 1)
     return stages
 
 

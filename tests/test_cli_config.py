@@ -36,7 +36,7 @@ def test_slurm_executor_renders_its_job_arrays_without_submitting(tmp_path):
                             "executor.tasks=8", "executor.dry_run=true", "executor.time=01:00:00")
     assert "nothing submitted" in proc.stdout
     scripts = sorted((out / "slurm_scripts").glob("*.sbatch"))
-    assert [s.name for s in scripts][:2] == ["01_clean_read_extract_filter.sbatch", "02_exact_dedup_signatures.sbatch"]
+    assert [s.name for s in scripts][:2] == ["01_clean.sbatch", "02_exact_signatures.sbatch"]
     clean = scripts[0].read_text()
     assert "#SBATCH --partition=cpu" in clean and "#SBATCH --time=01:00:00" in clean
     assert "#SBATCH --array=0-7" in clean

@@ -50,7 +50,7 @@ def test_jobs_that_left_the_queue_are_no_query_error(monkeypatch):
 
 
 def _stage(out: Path, name: str, tasks: int, job_id: str, merge_id: str) -> StageJobs:
-    stage = Stage(name=name, title=name.split("_", 1)[1], pipeline=[], tasks=tasks)
+    stage = Stage(key=name.split("_", 1)[1], name=name, title=name.split("_", 1)[1], pipeline=[], tasks=tasks)
     return StageJobs(stage, logging_dir(out, stage), [job_id], merge_id)
 
 
@@ -204,7 +204,7 @@ def fake_sbatch(monkeypatch):
 
 
 def _slurm_stages(tmp_path, sbatch_args=None):
-    stages = [Stage(name=f"0{i}_s", title="s", pipeline=[], tasks=2) for i in (1, 2)]
+    stages = [Stage(key="s", name=f"0{i}_s", title="s", pipeline=[], tasks=2) for i in (1, 2)]
     cfg = ExecutorConfig(kind="slurm", partition="debug", sbatch_args=sbatch_args or {})
     return stages, build_executors(stages, cfg, str(tmp_path))
 

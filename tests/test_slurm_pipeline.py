@@ -56,8 +56,7 @@ def test_failing_stage_cancels_its_dependants_and_shows_the_task_error(slurm_clu
     assert proc.returncode == 1, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     jobs = stage_jobs(proc.stdout)
     names = list(jobs)
-    assert [name.split("_", 1)[1] for name in names] == ["clean_read_extract_filter", "tokenizer", "tokenize",
-                                                           "shard_manifest", "report"]
+    assert [name.split("_", 1)[1] for name in names] == ["clean", "tokenizer", "tokenize", "shard", "report"]
     tokenizer = names[1]
     assert f"stage {tokenizer} (tokenizer) failed: job {jobs[tokenizer]} task 0 ended FAILED" in proc.stderr
     assert "task_00000.log" in proc.stderr and "cannot load" in proc.stderr  # the error, from the task's log
