@@ -74,7 +74,8 @@ def main() -> None:
 
         def step() -> int:
             out = tmp / f"parts{time.perf_counter_ns()}"
-            tokenize = TokenizeDocuments(str(tok_dir), str(out), EOS, seed=1, val_fraction=0.05, batch_size=args.batch_size)
+            tokenize = TokenizeDocuments(str(tok_dir), str(out), EOS, seed=1, sources=sorted({d.metadata.get("source", "default") for d in docs}),
+                                         batch_size=args.batch_size)
             list(tokenize.run(iter(docs), rank=0, world_size=1))
             return sum(int(v.total) for k, v in tokenize.stats.stats.items() if k.startswith("tokens/"))
 

@@ -184,6 +184,12 @@ class ShardsConfig:
     val_fraction: float = 0.05
     max_tokens_per_shard: int = 50_000_000
     formats: list[str] = field(default_factory=lambda: ["datatrove"])
+    # the shard stage's tasks: documents are cut into this many buckets by their shuffle hash, each written
+    # by its own task. The shards depend on it (not on executor.tasks): ~1 per 10 M documents is a good size
+    buckets: int = 16
+    # documents longer than this are cut into chunks of at least this many characters (at paragraph breaks)
+    # before the train/val split, so long books give validation text too; 0: never cut
+    chunk_chars: int = 100_000
 
 
 @dataclass
@@ -267,6 +273,8 @@ def validate(cfg: PreprocessConfig) -> list[SourceConfig]:
     _require(cfg.components in COMPONENTS, "components", f"{cfg.components!r}: expected one of {COMPONENTS}")
     _require(0.0 <= cfg.shards.val_fraction < 1.0, "shards.val_fraction", "must be in [0, 1)")
     _require(cfg.shards.max_tokens_per_shard > 0, "shards.max_tokens_per_shard", "must be positive")
+    _require(cfg.shards.buckets > 0, "shards.buckets", "must be positive")
+    _require(cfg.shards.chunk_chars >= 0, "shards.chunk_chars", "must be 0 (never cut) or positive")
     for fmt in cfg.shards.formats:
         _require(fmt in SHARD_FORMATS, "shards.formats", f"unknown format {fmt!r}; expected some of {SHARD_FORMATS}")
     _require("datatrove" in cfg.shards.formats, "shards.formats", "the datatrove .ds format is always written")

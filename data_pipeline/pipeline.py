@@ -4,7 +4,7 @@
   exact      hash signatures → find duplicates → filter          (dedup.exact)
   near       MinHash signatures → buckets → clusters → filter     (dedup.minhash)
   paragraph  hash signatures → find duplicates → filter          (dedup.paragraph)
-  tokens     tokenizer (train or copy) → tokenize → shuffle + shard + manifest
+  tokens     tokenizer (train or copy) → tokenize → shard (one task per bucket) → manifest
   report     stats, bad records and dedup audit → report.json
 
 Stages hand documents to each other as JSON Lines under `<output>/work/`. Every stage that reads
@@ -32,7 +32,7 @@ from data_pipeline.steps import GutenbergStripper, HtmlExtractor, LanguageIdenti
 from data_pipeline.steps.meter import Meter
 from data_pipeline.steps.minhash import FastMinhashDedupSignature
 from data_pipeline.steps.quality import QualityFilters
-from data_pipeline.steps.tokens import MergeShards, PrepareTokenizer, TokenizeDocuments
+from data_pipeline.steps.tokens import PrepareTokenizer, TokenizeDocuments, WriteBucketShards, WriteManifest
 from data_pipeline.word_tokenizer import get_word_tokenizer
 
 
@@ -45,6 +45,7 @@ class Layout:
         self.tokenizer = self.root / "tokenizer"
         self.bad_records = self.work / "bad_records"
         self.token_parts = self.work / "token_parts"
+        self.shard_lists = self.work / "shard_lists"
         self.audit = self.root / "dedup_audit.jsonl"
         self.report = self.root / "report.json"
 
@@ -127,10 +128,16 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
     prepare = PrepareTokenizer(str(layout.tokenizer), tok.path, tok.vocab_size, tok.min_frequency, tok.eos_token,
                                tok.train_max_chars)
     add("tokenizer", "tokenizer", [prepare] if tok.path else [_reader(docs), prepare], 1)  # a given tokenizer is only copied
+    shards = cfg.shards
+    source_names = [s.name for s in sources]
     add("tokenize", "tokenize", [_reader(docs), TokenizeDocuments(str(layout.tokenizer), str(layout.token_parts), tok.eos_token,
-                                                      cfg.shards.seed, cfg.shards.val_fraction, tok.batch_size)])
-    add("shard", "shard + manifest", [MergeShards(str(layout.token_parts), str(layout.root), str(layout.tokenizer), tok.eos_token,
-                                         cfg.shards.seed, cfg.shards.max_tokens_per_shard, cfg.shards.formats, resolved_config)], 1)
+                                                                  shards.seed, source_names, shards.chunk_chars, tok.batch_size)])
+    add("shard", "shard", [WriteBucketShards(str(layout.token_parts), str(layout.root), str(layout.shard_lists),
+                                             str(layout.tokenizer), tok.eos_token, source_names, shards.buckets,
+                                             shards.val_fraction, shards.max_tokens_per_shard, shards.formats)],
+        shards.buckets)
+    add("manifest", "manifest", [WriteManifest(str(layout.shard_lists), str(layout.root), str(layout.tokenizer),
+                                               tok.eos_token, shards.buckets, resolved_config)], 1)
     add("report", "report", [WriteReport(str(layout.root), [s.name for s in stages], print_table=cfg.executor.kind == "slurm")], 1)
     return stages
 

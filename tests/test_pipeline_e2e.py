@@ -9,6 +9,7 @@ from tokenizers import Tokenizer
 
 from data_pipeline.dedup import normalize_for_hash
 from data_pipeline.shards import ShardReader, sha256_file
+from data_pipeline.steps.tokens import chunks
 
 from .conftest import read_docs
 
@@ -26,6 +27,12 @@ def names(out: Path, stage: str) -> dict[str, str]:
 
 def final_docs(out: Path) -> list[dict]:
     return read_docs(out / "work" / "docs" / "paragraph")
+
+
+def final_units(out: Path) -> list[str]:
+    """The texts the shards hold: the final documents, long ones cut into chunks."""
+    chunk_chars = json.loads((out / "manifest.json").read_text())["config"]["shards"]["chunk_chars"]
+    return [text for d in final_docs(out) for _, text in chunks(d["id"], d["text"], chunk_chars)]
 
 
 def test_byte_identical_handbook_copies_collapse_to_one(sample_run):
@@ -88,7 +95,8 @@ def test_shards_decode_back_to_the_kept_text(sample_run):
                 for tokens in ShardReader(sample_run / shard["path"]):
                     assert tokens[-1] == eos and eos not in tokens[:-1]
                     decoded.append(tokenizer.decode(tokens[:-1].tolist(), skip_special_tokens=False))
-    assert sorted(decoded) == sorted(d["text"] for d in final_docs(sample_run))
+    assert sorted(decoded) == sorted(final_units(sample_run))
+    assert len(decoded) > len(final_docs(sample_run)), "the books were cut into chunks"
 
 
 def test_manifest_counts_match_the_shards(sample_run):
@@ -108,7 +116,7 @@ def test_manifest_counts_match_the_shards(sample_run):
                 docs, tokens = docs + shard["documents"], tokens + shard["tokens"]
             assert (docs, tokens) == (source["documents"], source["tokens"])
             total_docs += docs
-    assert total_docs == len(final_docs(sample_run))
+    assert total_docs == len(final_units(sample_run))
     assert manifest["splits"]["val"]["documents"] >= 1
     assert manifest["versions"]["datatrove"] and manifest["config"]["shards"]["seed"] == 1234
 
@@ -127,18 +135,23 @@ def test_report_accounts_for_every_stage(sample_run):
     assert set(report["tokens"]["train"]) == {"web", "news", "books"}
 
 
-def test_no_near_duplicate_of_a_validation_document_stays_in_train(sample_run):
-    from data_pipeline.steps.tokens import split_of
+def shard_texts(out: Path, split: str) -> list[str]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    tokenizer = Tokenizer.from_file(str(out / manifest["tokenizer"]["file"]))
+    return [tokenizer.decode(doc[:-1].tolist(), skip_special_tokens=False)
+            for source in manifest["splits"][split]["sources"].values() for shard in source["shards"]
+            for doc in ShardReader(out / shard["path"])]
 
+
+def test_every_source_has_validation_text_and_no_near_duplicate_of_it_stays_in_train(sample_run):
     def shingles(text):
         words = normalize_for_hash(text).split()
         return {" ".join(words[i:i + 5]) for i in range(len(words) - 4)}
 
     manifest = json.loads((sample_run / "manifest.json").read_text())
-    seed, fraction = manifest["config"]["shards"]["seed"], manifest["config"]["shards"]["val_fraction"]
-    docs = final_docs(sample_run)
-    val = [shingles(d["text"]) for d in docs if split_of(d["id"], seed, fraction) == "val"]
-    train = [shingles(d["text"]) for d in docs if split_of(d["id"], seed, fraction) == "train"]
+    assert set(manifest["splits"]["val"]["sources"]) == {"web", "news", "books"}
+    val = [shingles(t) for t in shard_texts(sample_run, "val")]
+    train = [shingles(t) for t in shard_texts(sample_run, "train")]
     assert len(val) == manifest["splits"]["val"]["documents"]
     for v in val:
         for t in train:
