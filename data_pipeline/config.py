@@ -7,9 +7,13 @@ then checks what types cannot express (ranges, known kinds, existing paths) befo
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from data_pipeline import storage
 
 SOURCE_KINDS = ("web", "news", "books", "generic")
 SHARD_FORMATS = ("datatrove", "megatron")
@@ -26,7 +30,8 @@ COMPONENTS = ("fast", "stock")
 class SourceConfig:
     name: str = "???"
     kind: str = "generic"  # web | news | books | generic
-    # files, folders (read recursively) or globs; relative paths are relative to the working dir
+    # files, folders (read recursively) or globs; relative paths are relative to the working dir; or fsspec
+    # URLs (s3://bucket/prefix/*.jsonl.gz), all of one source on the same filesystem
     paths: list[str] = field(default_factory=list)
     # JSONL/Parquet: the field that holds the text, and the one that holds the id
     text_key: str = "text"
@@ -215,9 +220,16 @@ class ExecutorConfig:
 
 @dataclass
 class PreprocessConfig:
+    # input_dir, sources[i].paths and output_dir may be fsspec URLs (s3://bucket/prefix, gs://...)
     input_dir: Optional[str] = None
     sources: list[SourceConfig] = field(default_factory=list)
     output_dir: str = "outputs/data"
+    # a local or shared-filesystem folder for intermediate files and logs; null: output_dir. Required when
+    # output_dir is a URL
+    work_dir: Optional[str] = None
+    # passed to fsspec for every URL (s3fs: endpoint_url, key, secret, client_kwargs, ...); credentials and
+    # endpoint otherwise come from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)
+    storage_options: dict[str, Any] = field(default_factory=dict)
     # fast: our drop-in replacements for datatrove's slowest parts (word tokenizer, trafilatura's pruning
     # XPaths, Gopher quality, repetition and C4 filters, MinHash shingling), with the same decisions and
     # text; stock: datatrove's own
@@ -246,17 +258,56 @@ def resolve_sources(cfg: PreprocessConfig) -> list[SourceConfig]:
         _require(cfg.input_dir is None, "input_dir", "give either input_dir or sources, not both")
         return list(cfg.sources)
     _require(cfg.input_dir is not None, "sources", "no input: set input_dir=DIR or give a list of sources")
-    root = Path(cfg.input_dir)
-    _require(root.is_dir(), "input_dir", f"{root} is not a directory")
-    found = [
-        SourceConfig(name=kind, kind=kind, paths=[str(root / kind)]) for kind in ("web", "news", "books") if (root / kind).exists()
-    ]
+    root = cfg.input_dir
+    with _storage_errors("input_dir", root):
+        _require(storage.isdir(root, cfg.storage_options), "input_dir", f"{root} is not a directory")
+        found = [
+            SourceConfig(name=kind, kind=kind, paths=[storage.join(root, kind)])
+            for kind in ("web", "news", "books")
+            if storage.exists(storage.join(root, kind), cfg.storage_options)
+        ]
     _require(bool(found), "input_dir", f"{root} has none of the folders web/, news/, books/")
     return found
 
 
+@contextlib.contextmanager
+def _storage_errors(key: str, url: str) -> Iterator[None]:
+    """Turn what reaching `url` raised (a missing fsspec package, no credentials, no network) into a
+    ConfigError naming the key."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except storage.StorageError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+    except Exception as exc:
+        raise ConfigError(f"{key}: cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+
+
+def work_dir_of(cfg: PreprocessConfig) -> str:
+    """The folder for intermediate files and logs: `work_dir`, else `output_dir`."""
+    return cfg.work_dir if cfg.work_dir is not None else cfg.output_dir
+
+
+def _validate_storage(cfg: PreprocessConfig) -> None:
+    if cfg.work_dir is not None:
+        _require(not storage.is_remote(cfg.work_dir), "work_dir",
+                 f"{cfg.work_dir}: intermediate files and logs need a local or shared-filesystem folder, not a URL")
+    if not storage.is_remote(cfg.output_dir):
+        return
+    _require(cfg.work_dir is not None, "work_dir",
+             f"output_dir {cfg.output_dir} is a URL: set work_dir to a local or shared-filesystem folder for "
+             f"intermediate files and logs")
+    bucket = storage.bucket_of(cfg.output_dir)
+    with _storage_errors("output_dir", cfg.output_dir):
+        storage.resolve(cfg.output_dir, cfg.storage_options)  # its protocol's package is installed
+        _require(storage.exists(bucket, cfg.storage_options), "output_dir",
+                 f"the bucket {bucket} of {cfg.output_dir} does not exist or cannot be reached with these credentials")
+
+
 def validate(cfg: PreprocessConfig) -> list[SourceConfig]:
     """Check everything types cannot; return the resolved sources."""
+    _validate_storage(cfg)
     sources = resolve_sources(cfg)
     names = [s.name for s in sources]
     for i, src in enumerate(sources):

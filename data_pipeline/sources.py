@@ -18,12 +18,14 @@ Formats, detected by extension:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import datetime
 import glob
 import gzip
 import io
 import itertools
 import os
+import posixpath
 import re
 import zlib
 from collections.abc import Iterator, Sequence
@@ -37,10 +39,13 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.logging import logger
 
+from data_pipeline import storage
 from data_pipeline.bad_records import BadRecord, BadRecordLog
 from data_pipeline.config import ConfigError, SourceConfig
+from data_pipeline.storage import StorageOptions
 
 if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
     from warcio.recordloader import ArcWarcRecord
 
 # Longest suffixes first: ".jsonl.gz" must win over a shorter match.
@@ -101,55 +106,69 @@ def detect_format(path: str | os.PathLike) -> str | None:
 # Listing
 
 
-def list_source_files(sources: Sequence[SourceConfig]) -> list[SourceFile]:
-    """Every readable input file, in source order then path order; raises ConfigError on bad paths."""
+def list_source_files(sources: Sequence[SourceConfig], storage_options: StorageOptions = None) -> list[SourceFile]:
+    """Every readable input file, in source order then path order; raises ConfigError on bad paths.
+
+    A source's paths may be local paths or fsspec URLs (`s3://bucket/prefix/*.jsonl.gz`), all on one
+    filesystem; URLs are listed with `storage_options`."""
     files: list[SourceFile] = []
     for i, source in enumerate(sources):
-        files.extend(_list_source(i, source))
+        files.extend(_list_source(i, source, storage_options))
     return files
 
 
-def _list_source(index: int, source: SourceConfig) -> list[SourceFile]:
+def _list_source(index: int, source: SourceConfig, storage_options: StorageOptions) -> list[SourceFile]:
     def fail(message: str) -> ConfigError:
         return ConfigError(f"sources[{index}].paths: source {source.name!r}: {message}")
 
+    try:
+        tree = _tree_of(source.paths, storage_options)
+    except ValueError as e:  # mixed filesystems, or a protocol whose package is missing (StorageError)
+        raise fail(str(e)) from e
     bases: list[str] = []
     found: dict[str, str] = {}  # absolute path -> format; a file reached twice is read once
-    for given in map(os.path.expanduser, source.paths):
-        if _has_magic(given):
-            base = _glob_base(given)
-            matches = sorted(glob.glob(given, recursive=True))
-            if not matches:
-                raise fail(f"glob {given!r} matches nothing")
-            candidates = [f for match in matches for f in (_walk(match) if os.path.isdir(match) else [match])]
-        elif os.path.isdir(given):
-            base, candidates = given, list(_walk(given))
-        elif os.path.isfile(given):
-            if detect_format(given) is None:
-                raise fail(f"{given!r} has an unknown extension; readable: {', '.join(FORMAT_BY_SUFFIX)} or none")
-            base, candidates = os.path.dirname(given) or ".", [given]
-        else:
-            raise fail(f"{given!r} does not exist")
-        bases.append(os.path.abspath(base))
+    for given in source.paths:
+        path = tree.path_of(given)
+        shown = tree.display(path)
+        try:
+            if _has_magic(path):
+                base = _glob_base(path)
+                matches = tree.glob(path)
+                if not matches:
+                    raise fail(f"glob {shown!r} matches nothing")
+                candidates = [f for match, is_dir in matches for f in (tree.walk(match) if is_dir else [match])]
+            elif (kind := tree.kind(path)) == "directory":
+                base, candidates = path, list(tree.walk(path))
+            elif kind == "file":
+                if detect_format(path) is None:
+                    raise fail(f"{shown!r} has an unknown extension; readable: {', '.join(FORMAT_BY_SUFFIX)} or none")
+                base, candidates = tree.dirname(path), [path]
+            else:
+                raise fail(f"{shown!r} does not exist")
+        except ConfigError:
+            raise
+        except Exception as e:  # a remote filesystem: no such bucket, no permission, no credentials, no network
+            raise fail(f"cannot list {shown!r}: {type(e).__name__}: {e}") from e
+        bases.append(tree.absolute(base))
         for candidate in candidates:
             fmt = detect_format(candidate)
             if fmt is None:
                 logger.info(f"source {source.name!r}: skipping {candidate} (unknown extension)")
                 continue
-            found.setdefault(os.path.abspath(candidate), fmt)
+            found.setdefault(tree.absolute(candidate), fmt)
 
     if not found:
         raise fail(f"no readable input files in {list(source.paths)}")
     # With several paths, ids are relative to their common folder, so that two files of the same name
     # under different paths still get different ids.
-    root = os.path.commonpath(bases)
+    root = tree.commonpath(bases)
     return [
         SourceFile(
             source=source.name,
             kind=source.kind,
             quality_profile=source.quality or source.kind,
-            path=path,
-            relpath=Path(os.path.relpath(path, root)).as_posix(),
+            path=tree.display(path),
+            relpath=tree.relpath(path, root),
             fmt=fmt,
             text_key=source.text_key,
             id_key=source.id_key,
@@ -173,13 +192,113 @@ def _glob_base(pattern: str) -> str:
     return str(Path(*static)) if static else "."
 
 
-def _walk(folder: str) -> Iterator[str]:
-    """Files under `folder`, recursively, leaving out hidden files and folders."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):  # data folders are often links
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith("."):
-                yield os.path.join(dirpath, name)
+def _tree_of(paths: Sequence[str], storage_options: StorageOptions) -> _LocalTree | _RemoteTree:
+    """Where a source's files are: the local filesystem, or the one remote filesystem all its URLs are on."""
+    protocols = {storage.protocol_of(p) if storage.is_remote(p) else None for p in paths}
+    if len(protocols) > 1:
+        raise ValueError(f"mixes local paths and URLs of different filesystems: {list(paths)}")
+    if protocols <= {None}:
+        return _LocalTree()
+    fs, _ = storage.resolve(paths[0], storage_options)
+    return _RemoteTree(fs, storage_options)
+
+
+class _LocalTree:
+    """Local (and shared POSIX) paths, through os and glob; ids are relative to the given paths."""
+
+    @staticmethod
+    def path_of(given: str) -> str:
+        return os.path.expanduser(storage.local_path(given))
+
+    @staticmethod
+    def glob(pattern: str) -> list[tuple[str, bool]]:
+        return [(match, os.path.isdir(match)) for match in sorted(glob.glob(pattern, recursive=True))]
+
+    @staticmethod
+    def kind(path: str) -> str | None:
+        return "directory" if os.path.isdir(path) else "file" if os.path.isfile(path) else None
+
+    @staticmethod
+    def walk(folder: str) -> Iterator[str]:
+        """Files under `folder`, recursively, leaving out hidden files and folders."""
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):  # data folders are often links
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if not name.startswith("."):
+                    yield os.path.join(dirpath, name)
+
+    @staticmethod
+    def dirname(path: str) -> str:
+        return os.path.dirname(path) or "."
+
+    absolute = staticmethod(os.path.abspath)
+    commonpath = staticmethod(os.path.commonpath)
+
+    @staticmethod
+    def relpath(path: str, root: str) -> str:
+        return Path(os.path.relpath(path, root)).as_posix()
+
+    @staticmethod
+    def display(path: str) -> str:
+        return path
+
+
+class _RemoteTree:
+    """Paths on an fsspec filesystem (`bucket/key`, without the protocol); files are named by their URL.
+
+    Ids are built like local ones, relative to the given paths, so reading a bucket gives the same ids as
+    reading a local copy of it."""
+
+    def __init__(self, fs: AbstractFileSystem, storage_options: StorageOptions):
+        self.fs, self.storage_options = fs, storage_options
+
+    def path_of(self, given: str) -> str:
+        return storage.resolve(given, self.storage_options)[1].rstrip("/")
+
+    def glob(self, pattern: str) -> list[tuple[str, bool]]:
+        base = _glob_base(pattern)
+        matches = self.fs.glob(pattern, detail=True)
+        return [
+            (path, info["type"] == "directory")
+            for path, info in sorted(matches.items())
+            if not _is_hidden(path, base)
+        ]
+
+    def kind(self, path: str) -> str | None:
+        try:
+            return self.fs.info(path)["type"]
+        except FileNotFoundError:
+            return None
+
+    def walk(self, folder: str) -> Iterator[str]:
+        for path in sorted(self.fs.find(folder)):
+            if not _is_hidden(path, folder):
+                yield path
+
+    @staticmethod
+    def dirname(path: str) -> str:
+        return posixpath.dirname(path)
+
+    @staticmethod
+    def absolute(path: str) -> str:
+        return path
+
+    @staticmethod
+    def commonpath(bases: list[str]) -> str:
+        return posixpath.commonpath(bases)
+
+    @staticmethod
+    def relpath(path: str, root: str) -> str:
+        return path[len(root):].lstrip("/") if root else path
+
+    def display(self, path: str) -> str:
+        return self.fs.unstrip_protocol(path)
+
+
+def _is_hidden(path: str, base: str) -> bool:
+    """Whether a file or folder below `base` on the way to `path` is hidden (its name starts with a dot)."""
+    below = path[len(base):] if path.startswith(base) else path
+    return any(part.startswith(".") for part in below.split("/"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -198,10 +317,17 @@ class SourceReader(PipelineStep):
     name = "📂 Source reader"
     type = "📖 - READER"
 
-    def __init__(self, files: Sequence[SourceFile], bad_records: BadRecordLog | str | os.PathLike | None = None):
-        """`bad_records`: the log to report bad input to, or the folder of a new one (None: log only)."""
+    def __init__(
+        self,
+        files: Sequence[SourceFile],
+        bad_records: BadRecordLog | str | os.PathLike | None = None,
+        storage_options: StorageOptions = None,
+    ):
+        """`bad_records`: the log to report bad input to, or the folder of a new one (None: log only);
+        `storage_options`: for files given as URLs."""
         super().__init__()
         self.files = list(files)
+        self.storage_options = dict(storage_options or {})
         self.bad_records = bad_records if isinstance(bad_records, BadRecordLog) else BadRecordLog(bad_records)
         self._rank = 0
 
@@ -269,7 +395,7 @@ class SourceReader(PipelineStep):
     # -- one document per file: plain text and HTML
 
     def _read_whole_file(self, file: SourceFile) -> Iterator[Document]:
-        data = Path(file.path).read_bytes()
+        data = storage.read_bytes(file.path, self.storage_options)
         if not data or data.isspace():
             self.stat_update("empty_files")
             return
@@ -290,7 +416,7 @@ class SourceReader(PipelineStep):
         decompress .gz files ourselves, as warcio alone rejects a WARC gzipped as a whole instead of per record."""
         from warcio.archiveiterator import ArchiveIterator
 
-        with _open_decompressed(file.path) as stream:
+        with _open_decompressed(file.path, self.storage_options) as stream:
             archive = ArchiveIterator(_ShortReads(stream))
             records = iter(archive)
             for n in itertools.count():
@@ -365,7 +491,7 @@ class SourceReader(PipelineStep):
     # -- JSON Lines
 
     def _read_jsonl(self, file: SourceFile) -> Iterator[Document]:
-        with _open_decompressed(file.path) as fh:
+        with _open_decompressed(file.path, self.storage_options) as fh:
             try:
                 head = fh.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]
             except _DECOMPRESSION_ERRORS:
@@ -437,12 +563,16 @@ class SourceReader(PipelineStep):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        # a local file by name, as pyarrow reads it fastest; a remote one through its (seekable) stream
+        source = storage.open_binary(file.path, self.storage_options) if storage.is_remote(file.path) else file.path
         try:
-            parquet = pq.ParquetFile(file.path)
+            parquet = pq.ParquetFile(source)
         except (pa.ArrowException, OSError) as e:
             self._report(file, "", f"not a readable Parquet file: {e}", "bad_unreadable_file")
+            if not isinstance(source, str):
+                source.close()
             return
-        with parquet:
+        with parquet, contextlib.nullcontext() if isinstance(source, str) else source:
             names = parquet.schema_arrow.names
             if file.text_key not in names:
                 self._report(file, "", f"no column {file.text_key!r} (columns: {names})", "bad_missing_text")
@@ -571,13 +701,29 @@ def _looks_like_html(payload: bytes) -> bool:
 # Compressed streams
 
 
-def _open_decompressed(path: str) -> io.BufferedIOBase:
-    """A binary stream of the file's content, decompressed according to its extension."""
+def _open_decompressed(path: str, storage_options: StorageOptions = None) -> io.BufferedIOBase:
+    """A binary stream of the file's content (local or a URL, streamed), decompressed according to its
+    extension; closing it closes the file."""
+    stream = storage.open_binary(path, storage_options)
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return _GzipStream(stream)
     if path.endswith(".zst"):
-        return io.BufferedReader(_ZstdReader(path), buffer_size=_READ_CHUNK)
-    return open(path, "rb")
+        return io.BufferedReader(_ZstdReader(stream), buffer_size=_READ_CHUNK)
+    return stream
+
+
+class _GzipStream(gzip.GzipFile):
+    """Decompresses a stream and closes it with itself (a GzipFile given a stream leaves it open)."""
+
+    def __init__(self, stream: io.BufferedIOBase):
+        super().__init__(fileobj=stream, mode="rb")
+        self._stream = stream
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._stream.close()
 
 
 class _ShortReads:
@@ -604,8 +750,8 @@ class _ZstdReader(io.RawIOBase):
     of a file without a word.
     """
 
-    def __init__(self, path: str):
-        self._file = open(path, "rb")
+    def __init__(self, stream: io.BufferedIOBase):
+        self._file = stream
         self._decompressor = zstandard.ZstdDecompressor()
         self._frame = self._decompressor.decompressobj()
         self._inside_frame = False

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from data_pipeline import storage
 from data_pipeline.config import ConfigError
+from data_pipeline.storage import StorageOptions
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -58,10 +60,10 @@ def load_tokenizer(path: str | os.PathLike, eos_token: str) -> Tokenizer:
     return tokenizer
 
 
-def save_hf_tokenizer(tokenizer: Tokenizer, folder: str | os.PathLike, eos_token: str) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(folder / TOKENIZER_FILE))
+def save_hf_tokenizer(tokenizer: Tokenizer, folder: str | os.PathLike, eos_token: str,
+                      storage_options: StorageOptions = None) -> Path | str:
+    """Save in Hugging Face format to a local folder or a URL, each file atomically; returns the path of
+    tokenizer.json (a Path, or the URL)."""
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": eos_token,
@@ -70,7 +72,13 @@ def save_hf_tokenizer(tokenizer: Tokenizer, folder: str | os.PathLike, eos_token
         "model_max_length": 1_000_000_000,
         "clean_up_tokenization_spaces": False,
     }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     special = {"bos_token": eos_token, "eos_token": eos_token, "unk_token": eos_token}
-    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2, sort_keys=True) + "\n")
-    return folder / TOKENIZER_FILE
+    files = {
+        TOKENIZER_FILE: tokenizer.to_str(pretty=True),  # what Tokenizer.save writes
+        "tokenizer_config.json": json.dumps(config, indent=2, sort_keys=True) + "\n",
+        "special_tokens_map.json": json.dumps(special, indent=2, sort_keys=True) + "\n",
+    }
+    for name, text in files.items():
+        storage.write_text_atomic(storage.join(folder, name), text, storage_options)
+    path = storage.join(folder, TOKENIZER_FILE)
+    return path if storage.is_remote(path) else Path(path)
