@@ -344,9 +344,24 @@ def validate(cfg: PreprocessConfig) -> list[SourceConfig]:
     return sources
 
 
+def _state_dir(work_dir: str | None, output_dir: str) -> str:
+    """Hydra's run folder lives in the work folder; with a URL output_dir and no work_dir (an error that
+    `validate` reports) in the system's temporary folder, never in a local folder named like the URL."""
+    if work_dir is not None:
+        return work_dir
+    if storage.is_remote(output_dir):
+        import tempfile
+
+        return tempfile.gettempdir()
+    return output_dir
+
+
 def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
+    if not OmegaConf.has_resolver("state_dir"):
+        OmegaConf.register_new_resolver("state_dir", _state_dir)
     cs = ConfigStore.instance()
     cs.store(name="preprocess_schema", node=PreprocessConfig)
     cs.store(group="quality", name="profile_schema", node=QualityProfile)

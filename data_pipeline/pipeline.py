@@ -23,6 +23,7 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
 from data_pipeline.bad_records import BadRecordLog
+from data_pipeline import storage
 from data_pipeline.config import PreprocessConfig, SourceConfig
 from data_pipeline.dedup import EXACT, PARAGRAPH, FindHashDuplicates, HashDedupFilter, HashSignatures, MinhashAudit
 from data_pipeline.executors import Stage
@@ -37,17 +38,26 @@ from data_pipeline.word_tokenizer import get_word_tokenizer
 
 
 class Layout:
-    """Where everything goes under the output folder."""
+    """Where everything goes: the results in the output folder (a local folder or a URL), the intermediate
+    files, logs and resumption state in the work folder (local or on a shared filesystem)."""
 
-    def __init__(self, output_dir: str):
-        self.root = Path(output_dir)
-        self.work = self.root / "work"
-        self.tokenizer = self.root / "tokenizer"
+    def __init__(self, output_dir: str, work_dir: str | None = None):
+        self.output = output_dir
+        self.state = Path(work_dir if work_dir is not None else output_dir)
+        self.work = self.state / "work"
+        self.logs = self.state / "logs"
+        self.remote_output = storage.is_remote(output_dir)
+        # the tokenizer the later stages load: in the output folder, or its local copy when that is remote
+        self.tokenizer = self.work / "tokenizer" if self.remote_output else Path(output_dir) / "tokenizer"
         self.bad_records = self.work / "bad_records"
         self.token_parts = self.work / "token_parts"
         self.shard_lists = self.work / "shard_lists"
-        self.audit = self.root / "dedup_audit.jsonl"
-        self.report = self.root / "report.json"
+        self.shard_staging = self.work / "shard_staging"
+        self.report = storage.join(output_dir, "report.json")
+
+    @classmethod
+    def of(cls, cfg: PreprocessConfig) -> "Layout":
+        return cls(cfg.output_dir, cfg.work_dir)
 
     def docs(self, stage: str) -> Path:
         return self.work / "docs" / stage
@@ -62,7 +72,7 @@ def _reader(folder: Path) -> JsonlReader:
 
 
 def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_config: dict) -> list[Stage]:
-    layout = Layout(cfg.output_dir)
+    layout = Layout.of(cfg)
     tasks = cfg.executor.tasks
     stages: list[Stage] = []
 
@@ -70,9 +80,9 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         stages.append(Stage(key=key, name=f"{len(stages) + 1:02d}_{key}", title=title, pipeline=pipeline, tasks=n_tasks))
 
     # clean
-    files = list_source_files(sources)
+    files = list_source_files(sources, cfg.storage_options)
     bad_records = BadRecordLog(layout.bad_records)
-    clean = [SourceReader(files, bad_records), Meter("read")]
+    clean = [SourceReader(files, bad_records, cfg.storage_options), Meter("read")]
     for enabled, step, point in (
         (cfg.extract.enabled, lambda: HtmlExtractor(cfg.extract, bad_records, compiled_xpaths=cfg.components == "fast"), "extract"),
         (cfg.gutenberg.enabled, lambda: GutenbergStripper(cfg.gutenberg), "gutenberg"),
@@ -132,13 +142,14 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
     source_names = [s.name for s in sources]
     add("tokenize", "tokenize", [_reader(docs), TokenizeDocuments(str(layout.tokenizer), str(layout.token_parts), tok.eos_token,
                                                                   shards.seed, source_names, shards.chunk_chars, tok.batch_size)])
-    add("shard", "shard", [WriteBucketShards(str(layout.token_parts), str(layout.root), str(layout.shard_lists),
+    add("shard", "shard", [WriteBucketShards(str(layout.token_parts), layout.output, str(layout.shard_lists),
                                              str(layout.tokenizer), tok.eos_token, source_names, shards.buckets,
-                                             shards.val_fraction, shards.max_tokens_per_shard, shards.formats)],
+                                             shards.val_fraction, shards.max_tokens_per_shard, shards.formats,
+                                             str(layout.shard_staging), cfg.storage_options)],
         shards.buckets)
-    add("manifest", "manifest", [WriteManifest(str(layout.shard_lists), str(layout.root), str(layout.tokenizer),
-                                               tok.eos_token, shards.buckets, resolved_config)], 1)
-    add("report", "report", [WriteReport(str(layout.root), [s.name for s in stages], print_table=cfg.executor.kind == "slurm")], 1)
+    add("manifest", "manifest", [WriteManifest(str(layout.shard_lists), layout.output, str(layout.tokenizer),
+                                               tok.eos_token, shards.buckets, resolved_config, cfg.storage_options)], 1)
+    add("report", "report", [WriteReport(str(layout.state), [s.name for s in stages], print_table=cfg.executor.kind == "slurm")], 1)
     return stages
 
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
+from data_pipeline import storage
 from data_pipeline.config import ConfigError, PreprocessConfig, validate
 from data_pipeline.executors import (Stage, StageProgress, TrackedSlurmExecutor, build_executors, completed_tasks,
                                      logging_dir, render_slurm_scripts)
 from data_pipeline.pipeline import Layout, build_stages
-from data_pipeline.report import REPORT_FILE, format_report
+from data_pipeline.report import format_report
 from data_pipeline.slurm_jobs import StageJobs, follow_pipeline, submit_pipeline
 
 RUN_CONFIG_FILE = "run_config.json"
 # settings that may change between a run and its resumption without changing any output (a stage that
 # ran out of time or memory on Slurm is resumed with more)
-_RESUMABLE_KEYS = (("progress",),) + tuple(("executor", key) for key in (
+_RESUMABLE_KEYS = (("progress",), ("storage_options",)) + tuple(("executor", key) for key in (
     "kind", "workers", "dry_run", "wait", "partition", "qos", "time", "cpus_per_task", "mem_per_cpu_gb", "sbatch_args",
     "env_command", "max_array_size"))
 
@@ -36,7 +36,7 @@ def _shard_defining_config(config: dict) -> dict:
     """The config the manifest records: what defines the shards, not where or how they were made (so a
     Slurm run and a local one, or two output folders, give equal bytes). executor.tasks stays: each stage
     splits the documents into that many parts."""
-    manifest = {key: value for key, value in config.items() if key != "output_dir"}
+    manifest = {key: value for key, value in config.items() if key not in ("output_dir", "work_dir")}
     manifest["executor"] = {"tasks": config["executor"]["tasks"]}
     return manifest
 
@@ -51,7 +51,7 @@ def _first_difference(a, b, prefix: str = "") -> str:
 
 def guard_output_dir(cfg: PreprocessConfig, config: dict) -> None:
     """A rerun into the same output folder resumes it, so it must be the same run: same config."""
-    path = Path(cfg.output_dir) / RUN_CONFIG_FILE
+    path = Layout.of(cfg).state / RUN_CONFIG_FILE
     if path.exists():
         previous = json.loads(path.read_text())
         if previous != config:
@@ -71,53 +71,53 @@ def run_pipeline(cfg: PreprocessConfig) -> dict | None:
     # lists the input files: path errors surface here
     stages = build_stages(cfg, sources, resolved_config=_shard_defining_config(config))
     guard_output_dir(cfg, config)
-    executors = build_executors(stages, cfg.executor, cfg.output_dir)
-    layout = Layout(cfg.output_dir)
+    layout = Layout.of(cfg)
+    executors = build_executors(stages, cfg.executor, layout.state)
 
     if cfg.executor.kind == "slurm":
         if cfg.executor.dry_run:
-            paths = render_slurm_scripts(executors, layout.root / "slurm_scripts")
+            paths = render_slurm_scripts(executors, layout.state / "slurm_scripts")
             print(f"wrote {len(paths)} sbatch scripts to {paths[0].parent} (nothing submitted)")
             return None
         return _submit_to_slurm(cfg, stages, executors, layout)
 
     try:
-        with StageProgress(stages, cfg.output_dir, enabled=cfg.progress):
+        with StageProgress(stages, layout.state, enabled=cfg.progress):
             executors[-1].run()
     except Exception as exc:
-        failed = next((s for s in stages if completed_tasks(cfg.output_dir, s) < s.tasks), None)
-        where = f" in stage {failed.name} (task logs: {logging_dir(cfg.output_dir, failed) / 'logs'})" if failed else ""
+        failed = next((s for s in stages if completed_tasks(layout.state, s) < s.tasks), None)
+        where = f" in stage {failed.name} (task logs: {logging_dir(layout.state, failed) / 'logs'})" if failed else ""
         print(f"error: the pipeline failed{where}: {exc}", file=sys.stderr)
         raise
-    return _show_report(layout)
+    return _show_report(layout, cfg.storage_options)
 
 
 def _submit_to_slurm(cfg: PreprocessConfig, stages: list[Stage], executors: list[TrackedSlurmExecutor],
                      layout: Layout) -> dict | None:
     """Submit every stage; with executor.wait, follow the jobs to the report (StageFailed when a stage fails)."""
-    jobs = submit_pipeline(stages, executors, cfg.output_dir)
+    jobs = submit_pipeline(stages, executors, layout.state)
     for stage_jobs in jobs:
         print(f"{stage_jobs.stage.name}: {stage_jobs.describe()}", flush=True)
     if not cfg.executor.wait:
         print(_follow_hint(jobs, layout))
         return None
     try:
-        with StageProgress(stages, cfg.output_dir, enabled=cfg.progress):
-            follow_pipeline(jobs, cfg.output_dir)
+        with StageProgress(stages, layout.state, enabled=cfg.progress):
+            follow_pipeline(jobs, layout.state)
     except KeyboardInterrupt:
         print(f"\nstopped following; the jobs keep running. {_follow_hint(jobs, layout)}", file=sys.stderr)
         raise SystemExit(130) from None
-    return _show_report(layout)
+    return _show_report(layout, cfg.storage_options)
 
 
 def _follow_hint(jobs: list[StageJobs], layout: Layout) -> str:
     job_ids = ",".join(job_id for stage_jobs in jobs for job_id in stage_jobs.array_job_ids)
     queue = f"squeue -j {job_ids}" if job_ids else "squeue --me"
-    return f"follow with: {queue}; logs in {layout.root / 'logs'}; the report lands in {layout.report}"
+    return f"follow with: {queue}; logs in {layout.logs}; the report lands in {layout.report}"
 
 
-def _show_report(layout: Layout) -> dict:
-    report = json.loads((layout.root / REPORT_FILE).read_text())
+def _show_report(layout: Layout, storage_options: dict) -> dict:
+    report = json.loads(storage.read_bytes(layout.report, storage_options))
     print(format_report(report))
-    print(f"shards, manifest.json, tokenizer/ and report.json are in {layout.root}")
+    print(f"shards, manifest.json, tokenizer/ and report.json are in {layout.output}")
     return report

@@ -30,10 +30,12 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from data_pipeline import manifest as manifest_lib
+from data_pipeline import storage
 from data_pipeline.shards import ShardInfo, ShardReader, ShardWriter, token_dtype_for_vocab
 from data_pipeline.tokenizer import capped, load_tokenizer, save_hf_tokenizer, train_bpe
 
 SPLITS = ("train", "val")
+TOKENIZER_FOLDER = "tokenizer"  # in the output folder
 _UNBOUNDED = 1 << 62
 _KEY_RANGE = 1 << 64
 # the second hash of the order key breaks ties of the first without looking at ids
@@ -191,16 +193,22 @@ class TokenizeDocuments(PipelineStep):
 
 class WriteBucketShards(PipelineStep):
     """One task per bucket: its slice of every tokenize part, split, ordered by key, written as shards
-    `<split>/<source>_b<bucket>_<n>.ds`; the list of them goes to `<lists>/<bucket>.json`."""
+    `<split>/<source>_b<bucket>_<n>.ds`; the list of them goes to `<lists>/<bucket>.json`. An output folder
+    that is a URL gets each shard's files uploaded from `staging_folder` as soon as the shard is complete."""
 
     name = "shard"
     type = "🔢 - TOKENIZER"
 
     def __init__(self, parts_folder: str, output_folder: str, lists_folder: str, tokenizer_folder: str,
                  eos_token: str, sources: list[str], buckets: int, val_fraction: float, max_tokens_per_shard: int,
-                 formats: list[str]):
+                 formats: list[str], staging_folder: str | None = None, storage_options: dict | None = None):
         super().__init__()
-        self.parts_folder, self.output_folder = Path(parts_folder), Path(output_folder)
+        self.parts_folder, self.output_folder = Path(parts_folder), output_folder
+        self.remote = storage.is_remote(output_folder)
+        if self.remote and staging_folder is None:
+            raise ValueError(f"output folder {output_folder} is a URL: the shards need a local staging folder")
+        self.staging_folder = Path(staging_folder) if self.remote else None
+        self.storage_options = storage_options or {}
         self.lists_folder, self.tokenizer_folder, self.eos_token = Path(lists_folder), tokenizer_folder, eos_token
         self.sources, self.buckets, self.val_fraction = list(sources), buckets, val_fraction
         self.max_tokens_per_shard, self.formats = max_tokens_per_shard, list(formats)
@@ -242,10 +250,28 @@ class WriteBucketShards(PipelineStep):
         order = np.lexsort((rows_all["tie"], rows_all["key"]))
         return rows_all[order], owners_all[order], readers
 
+    def _split_folder(self, split: str, bucket: int) -> Path:
+        """Where the bucket's shards of a split are written: the output, or the staging folder for a URL."""
+        if self.remote:
+            return self.staging_folder / f"{bucket:05d}" / split
+        return Path(self.output_folder) / split
+
     def _remove_earlier_attempt(self, bucket: int) -> None:
+        pattern = f"*_b{bucket:05d}_*"
         for split in SPLITS:
-            for path in (self.output_folder / split).glob(f"*_b{bucket:05d}_*"):
+            for path in self._split_folder(split, bucket).glob(pattern):
                 path.unlink()
+            if self.remote:
+                fs, root = storage.resolve(storage.join(self.output_folder, split), self.storage_options)
+                for path in fs.glob(f"{root}/{pattern}"):
+                    fs.rm_file(path)
+
+    def _publish(self, folder: Path, shards: list[ShardInfo], split: str) -> None:
+        """Upload the finished shards' files (the .ds last, as locally) and remove the local copies."""
+        for shard in shards:
+            for name in [*shard.extra_files, shard.path]:
+                storage.upload_file(folder / name, storage.join(self.output_folder, split, name), self.storage_options)
+                (folder / name).unlink()
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         bucket = rank
@@ -265,12 +291,18 @@ class WriteBucketShards(PipelineStep):
                 selected = np.flatnonzero(in_split & (rows["source"] == index))
                 if not len(selected):
                     continue
+                folder, published = self._split_folder(split, bucket), 0
                 with self.track_time("write"), ShardWriter(
-                        self.output_folder / split, f"{source}_b{bucket:05d}", vocab_size, self.max_tokens_per_shard,
+                        folder, f"{source}_b{bucket:05d}", vocab_size, self.max_tokens_per_shard,
                         formats=self.formats, tokenizer_name="tokenizer/tokenizer.json") as writer:
                     for i in selected:
                         start = int(rows["start"][i])
                         writer.write(readers[owners[i]].tokens(start, start + int(rows["length"][i])))
+                        if self.remote and len(writer.shards) > published:
+                            self._publish(folder, writer.shards[published:], split)
+                            published = len(writer.shards)
+                if self.remote:
+                    self._publish(folder, writer.shards[published:], split)
                 listing.setdefault(split, {})[source] = [asdict(s) for s in writer.shards]
                 self.stat_update(f"shards/{split}", value=len(writer.shards))
                 self.stat_update(f"units/{split}/{source}", value=len(selected))
@@ -280,15 +312,17 @@ class WriteBucketShards(PipelineStep):
 
 
 class WriteManifest(PipelineStep):
-    """One task: the manifest, from every bucket's list of shards, in bucket order."""
+    """One task: the manifest, from every bucket's list of shards, in bucket order (and, for an output
+    folder that is a URL, the tokenizer uploaded beside it)."""
 
     name = "manifest"
     type = "🔢 - TOKENIZER"
 
     def __init__(self, lists_folder: str, output_folder: str, tokenizer_folder: str, eos_token: str, buckets: int,
-                 resolved_config: dict):
+                 resolved_config: dict, storage_options: dict | None = None):
         super().__init__()
-        self.lists_folder, self.output_folder = Path(lists_folder), Path(output_folder)
+        self.lists_folder, self.output_folder = Path(lists_folder), output_folder
+        self.storage_options = storage_options or {}
         self.tokenizer_folder, self.eos_token, self.buckets = tokenizer_folder, eos_token, buckets
         self.resolved_config = resolved_config
 
@@ -305,8 +339,11 @@ class WriteManifest(PipelineStep):
                 for source, shards in sources.items():
                     splits.setdefault(split, {}).setdefault(source, []).extend(ShardInfo(**s) for s in shards)
         ordered = {split: dict(sorted(splits[split].items())) for split in SPLITS if split in splits}
+        if storage.is_remote(self.output_folder):
+            storage.upload_folder(self.tokenizer_folder, storage.join(self.output_folder, TOKENIZER_FOLDER),
+                                  self.storage_options)
         manifest = manifest_lib.build(
-            tokenizer_folder=Path(self.tokenizer_folder).relative_to(self.output_folder),
+            tokenizer_folder=Path(TOKENIZER_FOLDER),
             vocab_size=vocab_size,
             eos_token=self.eos_token,
             eos_id=tokenizer.token_to_id(self.eos_token),
@@ -314,7 +351,7 @@ class WriteManifest(PipelineStep):
             splits=ordered,
             resolved_config=self.resolved_config,
         )
-        manifest_lib.write(manifest, self.output_folder)
+        manifest_lib.write(manifest, self.output_folder, self.storage_options)
         self.stat_update("shards", value=sum(len(s) for sources in ordered.values() for s in sources.values()))
         return
         yield
