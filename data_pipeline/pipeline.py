@@ -149,7 +149,8 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         shards.buckets)
     add("manifest", "manifest", [WriteManifest(str(layout.shard_lists), layout.output, str(layout.tokenizer),
                                                tok.eos_token, shards.buckets, resolved_config, cfg.storage_options)], 1)
-    add("report", "report", [WriteReport(str(layout.state), [s.name for s in stages], print_table=cfg.executor.kind == "slurm")], 1)
+    add("report", "report", [WriteReport(str(layout.state), [s.name for s in stages], layout.output, cfg.storage_options,
+                                           print_table=cfg.executor.kind == "slurm")], 1)
     return stages
 
 

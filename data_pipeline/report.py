@@ -18,6 +18,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.stats import PipelineStats
 
 from data_pipeline import manifest as manifest_lib
+from data_pipeline import storage
 from data_pipeline.bad_records import read_bad_records
 from data_pipeline.dedup import MinhashAudit, read_audit_rows, write_audit
 from data_pipeline.steps.meter import METER_PREFIX
@@ -40,8 +41,9 @@ def _total(metric) -> float:
     return getattr(metric, "total", metric)
 
 
-def build_report(output_dir: str | os.PathLike, stage_names: list[str]) -> dict:
-    root = Path(output_dir)
+def build_report(state_dir: str | os.PathLike, stage_names: list[str], manifest: dict | None = None) -> dict:
+    """The report of the run whose logs and work files are in `state_dir`; `manifest`: its shards' manifest."""
+    root = Path(state_dir)
     meters: list[tuple[str, float, float]] = []
     steps: list[dict] = []
     removed_by_filter: dict[str, Counter] = defaultdict(Counter)
@@ -82,12 +84,9 @@ def build_report(output_dir: str | os.PathLike, stage_names: list[str]) -> dict:
         dedup[reason] = {"documents_removed": len(rows), "clusters": len({r["kept"] for r in rows})}
 
     bad = read_bad_records(root / "work" / "bad_records")
-    try:
-        manifest = manifest_lib.read(root)
-        tokens = {split: {src: {"documents": v["documents"], "tokens": v["tokens"]} for src, v in info["sources"].items()}
-                  for split, info in manifest["splits"].items()}
-    except FileNotFoundError:
-        tokens = {}
+    tokens = {} if manifest is None else {
+        split: {src: {"documents": v["documents"], "tokens": v["tokens"]} for src, v in info["sources"].items()}
+        for split, info in manifest["splits"].items()}
 
     return {
         "flow": flow,
@@ -148,19 +147,25 @@ def format_report(report: dict) -> str:
 
 
 class WriteReport(PipelineStep):
+    """One task: the report, from the files in the work folder, written to the output folder (or URL)."""
+
     name = "report"
     type = "📊 - REPORT"
 
-    def __init__(self, output_dir: str, stage_names: list[str], print_table: bool = False):
+    def __init__(self, state_dir: str, stage_names: list[str], output_dir: str | None = None,
+                 storage_options: dict | None = None, print_table: bool = False):
         super().__init__()
-        self.output_dir, self.stage_names, self.print_table = output_dir, stage_names, print_table
+        self.state_dir, self.stage_names, self.print_table = state_dir, stage_names, print_table
+        self.output_dir = output_dir if output_dir is not None else state_dir
+        self.storage_options = storage_options or {}
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        report = build_report(self.output_dir, self.stage_names)
-        path = Path(self.output_dir) / REPORT_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        manifest_path = storage.join(self.output_dir, manifest_lib.MANIFEST_FILE)
+        manifest = json.loads(storage.read_bytes(manifest_path, self.storage_options)) \
+            if storage.exists(manifest_path, self.storage_options) else None
+        report = build_report(self.state_dir, self.stage_names, manifest)
+        storage.write_text_atomic(storage.join(self.output_dir, REPORT_FILE), json.dumps(report, indent=2) + "\n",
+                                  self.storage_options)
         if self.print_table:  # a Slurm job's log; a local run prints it from the launching process
             print(format_report(report), flush=True)
         return
