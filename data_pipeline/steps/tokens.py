@@ -1,4 +1,4 @@
-"""From clean documents to shards: train (or copy) the tokenizer, tokenize, shuffle and shard.
+"""From clean documents to shards: tokenize, shuffle and shard (the tokenizer: steps/tokenizer_training.py).
 
 `TokenizeDocuments` (one task per input shard) puts every document in train or val by a hash of
 its id, encodes it, appends EOS and writes per-task parts for each (split, source). `MergeShards`
@@ -21,7 +21,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from data_pipeline import manifest as manifest_lib
 from data_pipeline.shards import ShardReader, ShardWriter, token_dtype_for_vocab
-from data_pipeline.tokenizer import capped, load_tokenizer, save_hf_tokenizer, train_bpe
+from data_pipeline.tokenizer import load_tokenizer
 
 SPLITS = ("train", "val")
 _UNBOUNDED = 1 << 62
@@ -33,33 +33,6 @@ def unit_hash(seed: int, doc_id: str) -> int:
 
 def split_of(doc_id: str, seed: int, val_fraction: float) -> str:
     return "val" if unit_hash(seed, doc_id) < val_fraction * 2**64 else "train"
-
-
-class PrepareTokenizer(PipelineStep):
-    """One task: train a byte-level BPE on the documents it reads, or copy the given tokenizer."""
-
-    name = "tokenizer"
-    type = "🔢 - TOKENIZER"
-
-    def __init__(self, out_folder: str, path: str | None, vocab_size: int, min_frequency: int, eos_token: str,
-                 train_max_chars: int, show_progress: bool = False):
-        super().__init__()
-        self.out_folder, self.path = out_folder, path
-        self.vocab_size, self.min_frequency, self.eos_token = vocab_size, min_frequency, eos_token
-        self.train_max_chars, self.show_progress = train_max_chars, show_progress
-
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        if self.path is not None:
-            tokenizer = load_tokenizer(self.path, self.eos_token)
-        else:
-            texts = (doc.text for doc in data)
-            with self.track_time("tokenizer"):
-                tokenizer = train_bpe(capped(texts, self.train_max_chars), self.vocab_size, self.min_frequency,
-                                      self.eos_token, self.show_progress)
-        save_hf_tokenizer(tokenizer, self.out_folder, self.eos_token)
-        self.stat_update("vocab_size", value=tokenizer.get_vocab_size())
-        return
-        yield
 
 
 class TokenizeDocuments(PipelineStep):
