@@ -29,6 +29,11 @@ def _share(budget: int, parts: int) -> int:
     return -(-budget // parts)  # rounded up, so a budget smaller than the parts is not lost
 
 
+def _allowance(left: int, windows_left: int, covered: int) -> int:
+    """What `covered` of the file's `windows_left` remaining windows may take of the `left` characters."""
+    return min(left, _share(left, windows_left) * covered)
+
+
 class TrainingSample:
     """The (source, text) pairs of the sample, drawn from the JSONL documents files as they are iterated;
     `chars_by_source` holds what was drawn."""
@@ -56,18 +61,19 @@ class TrainingSample:
                 if starts[window]:  # move to the first line that starts at or after the window's start
                     fh.seek(starts[window] - 1)
                     fh.readline()
-                last = window  # the window's reading may run into later ones (a long line): the last one
-                taken = 0
-                while taken < _share(budget - used, windows - window) * (last - window + 1) and fh.tell() < starts[last + 1]:
+                # a long line can run into later windows, which then have no line of their own: their
+                # shares go to this window, which ends where the last of them ends
+                last, taken = window, 0
+                while taken < _allowance(budget - used, windows - window, last - window + 1) \
+                        and fh.tell() < starts[last + 1]:
                     offset = fh.tell()
                     line = fh.readline()
                     if not line.strip():
                         continue
                     while last + 1 < windows and starts[last + 1] < fh.tell():
-                        last += 1  # a window that starts inside this line has no line of its own: its share goes here
+                        last += 1
                     source, text = _parse_document(path, offset, line)
-                    allowed = min(budget - used, _share(budget - used, windows - window) * (last - window + 1))
-                    text = text[: allowed - taken]
+                    text = text[: _allowance(budget - used, windows - window, last - window + 1) - taken]
                     taken += len(text)
                     yield source, text
                 used += taken
