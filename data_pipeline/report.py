@@ -161,7 +161,7 @@ def format_report(report: dict) -> str:
         lines += _table(["source", "characters", "share"], [
             [src, chars, f"{chars / total:.0%}"] for src, chars in report["tokenizer_sample_chars"].items()])
     lines += ["", "Time and memory per stage"]
-    lines += _table(["stage", "cpu seconds", "peak RSS of a task"], [
+    lines += _table(["stage", "cpu seconds", "peak RSS (largest task)"], [
         [stage, seconds, _megabytes(report["stage_peak_rss_mb"].get(stage))]
         for stage, seconds in report["stage_cpu_seconds"].items()])
     bad = report["bad_records"]
@@ -170,7 +170,9 @@ def format_report(report: dict) -> str:
         lines.append("  " + BadRecord(**record).describe())
     if bad["count"]:
         more = f"{bad['count'] - len(bad['sample'])} more; " if bad["count"] > len(bad["sample"]) else ""
-        lines.append(f"  ({more}the full lists, one JSON line per record: {', '.join(bad['files'])})")
+        files = bad["files"]
+        where = ", ".join(files) if len(files) <= 3 else f"the {len(files)} files in {Path(files[0]).parent}/"
+        lines.append(f"  ({more}the full lists, one JSON line per record: {where})")
     return "\n".join(lines) + "\n"
 
 
