@@ -1,12 +1,15 @@
 """Bad input is counted, logged with where it was found, and listed in the report; nothing else is lost.
 
-Each task appends one JSON line per bad record to `<folder>/<rank:05d>.jsonl`. The report merges them.
+Each task appends one JSON line per bad record to `<folder>/<rank:05d>.jsonl`; those files are the full
+lists. The report streams through them for counts and a short sample, holding no list of its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,12 +60,37 @@ class BadRecordLog:
         return {"folder": self.folder, "_files": {}}
 
 
+def _bad_record_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+
+
+def _records_in(path: Path) -> Iterator[BadRecord]:
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield BadRecord(**json.loads(line))
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"{path}: line {number}: not a bad-record entry: {exc}") from exc
+
+
 def read_bad_records(folder: str | os.PathLike) -> list[BadRecord]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    out: list[BadRecord] = []
-    for path in sorted(folder.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as fh:
-            out.extend(BadRecord(**json.loads(line)) for line in fh if line.strip())
-    return out
+    """Every bad record in the folder, in rank order (for tests and small runs; the report streams)."""
+    return [record for path in _bad_record_files(Path(folder)) for record in _records_in(path)]
+
+
+def summarize_bad_records(folder: str | os.PathLike, relative_to: str | os.PathLike, sample_size: int = 20) -> dict:
+    """{"count", "by_step", "sample": the first `sample_size` records in rank order, "files": the per-task
+    lists, as paths relative to `relative_to`}, reading one record at a time."""
+    count, by_step, sample, files = 0, Counter(), [], []
+    for path in _bad_record_files(Path(folder)):
+        in_file = 0
+        for record in _records_in(path):
+            in_file += 1
+            by_step[record.step] += 1
+            if len(sample) < sample_size:
+                sample.append(asdict(record))
+        if in_file:
+            count += in_file
+            files.append(str(path.relative_to(relative_to)))
+    return {"count": count, "by_step": dict(sorted(by_step.items())), "sample": sample, "files": files}

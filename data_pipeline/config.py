@@ -245,6 +245,9 @@ class PreprocessConfig:
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     progress: bool = True
+    # without a terminal (Slurm output, CI logs): seconds between progress lines; also how often tasks update
+    # their progress files
+    progress_interval_s: float = 10.0
 
 
 def _require(cond: bool, key: str, message: str) -> None:
@@ -339,6 +342,7 @@ def validate(cfg: PreprocessConfig) -> list[SourceConfig]:
     ex = cfg.executor
     _require(ex.kind in ("local", "slurm"), "executor.kind", f"{ex.kind!r}: expected local or slurm")
     _require(ex.tasks > 0, "executor.tasks", "must be positive")
+    _require(cfg.progress_interval_s > 0, "progress_interval_s", "must be positive")
     _require(0 < cfg.language.min_score <= 1, "language.min_score", "must be in (0, 1]")
     _require(bool(cfg.language.languages), "language.languages", "list at least one language")
     return sources

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,37 +113,3 @@ def render_slurm_scripts(executors: list[SlurmPipelineExecutor], folder: str | o
         paths.append(path)
     return paths
 
-
-class StageProgress:
-    """Progress bars of a run, one per stage, advanced as task completion markers appear (the folder is
-    shared with the Slurm nodes, so this follows a Slurm run too)."""
-
-    def __init__(self, stages: list[Stage], output_dir: str, enabled: bool = True):
-        self.stages, self.output_dir, self.enabled = stages, output_dir, enabled
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self) -> None:
-        from tqdm import tqdm
-
-        width = max(len(s.title) for s in self.stages)
-        for i, stage in enumerate(self.stages, 1):
-            desc = f"[{i:>2}/{len(self.stages)}] {stage.title:<{width}}"
-            with tqdm(total=stage.tasks, desc=desc, unit="task", leave=True, file=sys.stderr) as bar:
-                while True:
-                    done = completed_tasks(self.output_dir, stage)
-                    bar.update(done - bar.n)
-                    if done >= stage.tasks or self._stop.wait(0.25):
-                        break
-            if self._stop.is_set() and completed_tasks(self.output_dir, stage) < stage.tasks:
-                return
-
-    def __enter__(self):
-        if self.enabled:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self.enabled:
-            self._thread.join(timeout=5)

@@ -4,7 +4,7 @@
   exact      hash signatures → find duplicates → filter          (dedup.exact)
   near       MinHash signatures → buckets → clusters → filter     (dedup.minhash)
   paragraph  hash signatures → find duplicates → filter          (dedup.paragraph)
-  tokens     tokenizer (train or copy) → tokenize → shard (one task per bucket) → manifest
+  tokens     tokenizer (train on an even sample, or copy) → tokenize → shard (one task per bucket) → manifest
   report     stats, bad records and dedup audit → report.json
 
 Stages hand documents to each other as JSON Lines under `<output>/work/`. Every stage that reads
@@ -27,13 +27,15 @@ from data_pipeline import storage
 from data_pipeline.config import PreprocessConfig, SourceConfig
 from data_pipeline.dedup import EXACT, PARAGRAPH, FindHashDuplicates, HashDedupFilter, HashSignatures, MinhashAudit
 from data_pipeline.executors import Stage
+from data_pipeline.progress import with_task_monitors
 from data_pipeline.report import WriteReport
 from data_pipeline.sources import SourceReader, list_source_files
 from data_pipeline.steps import GutenbergStripper, HtmlExtractor, LanguageIdentifier, PiiRedactor, TextNormalizer
 from data_pipeline.steps.meter import Meter
 from data_pipeline.steps.minhash import FastMinhashDedupSignature
 from data_pipeline.steps.quality import QualityFilters
-from data_pipeline.steps.tokens import PrepareTokenizer, TokenizeDocuments, WriteBucketShards, WriteManifest
+from data_pipeline.steps.tokenizer_training import PrepareTokenizer
+from data_pipeline.steps.tokens import TokenizeDocuments, WriteBucketShards, WriteManifest
 from data_pipeline.word_tokenizer import get_word_tokenizer
 
 
@@ -77,7 +79,9 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
     stages: list[Stage] = []
 
     def add(key: str, title: str, pipeline: list, n_tasks: int = tasks) -> None:
-        stages.append(Stage(key=key, name=f"{len(stages) + 1:02d}_{key}", title=title, pipeline=pipeline, tasks=n_tasks))
+        stage = Stage(key=key, name=f"{len(stages) + 1:02d}_{key}", title=title, pipeline=pipeline, tasks=n_tasks)
+        stage.pipeline = with_task_monitors(pipeline, cfg.output_dir, stage, cfg.progress_interval_s)
+        stages.append(stage)
 
     # clean
     files = list_source_files(sources, cfg.storage_options)
@@ -135,9 +139,8 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         hash_dedup(PARAGRAPH, "paragraph dedup", min_part_chars=para.min_chars, min_doc_chars_after=para.min_doc_chars_after)
 
     tok = cfg.tokenizer
-    prepare = PrepareTokenizer(str(layout.tokenizer), tok.path, tok.vocab_size, tok.min_frequency, tok.eos_token,
-                               tok.train_max_chars)
-    add("tokenizer", "tokenizer", [prepare] if tok.path else [_reader(docs), prepare], 1)  # a given tokenizer is only copied
+    add("tokenizer", "tokenizer", [PrepareTokenizer(str(layout.tokenizer), tok.path, tok.vocab_size, tok.min_frequency,
+                                                    tok.eos_token, tok.train_max_chars, docs)], 1)
     shards = cfg.shards
     source_names = [s.name for s in sources]
     add("tokenize", "tokenize", [_reader(docs), TokenizeDocuments(str(layout.tokenizer), str(layout.token_parts), tok.eos_token,

@@ -1,9 +1,11 @@
 """The run's report: per stage documents and bytes in/out, what each filter removed, bad records,
-duplicate clusters and tokens per source; saved as `report.json` and printed as a table.
+duplicate clusters, tokens per source, the tokenizer's training sample per source, and per stage CPU
+time and the peak RSS of its largest task; saved as `report.json` and printed as a table.
 
 It is the pipeline's last stage (so a Slurm run writes it too) and reads only files: the per-task
 stats of every stage (merged from `logs/<stage>/stats/`, which also covers tasks of earlier, resumed
-runs), the bad-record logs, the dedup audit parts and the manifest.
+runs), the per-task bad-record files (streamed: counts and the first few; the files keep the full
+lists), the dedup audit parts and the manifest.
 """
 
 from __future__ import annotations
@@ -15,23 +17,43 @@ from pathlib import Path
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
-from datatrove.utils.stats import PipelineStats
+from datatrove.utils.stats import PipelineStats, Stats
 
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import storage
-from data_pipeline.bad_records import read_bad_records
+from data_pipeline.bad_records import BadRecord, summarize_bad_records
 from data_pipeline.dedup import MinhashAudit, read_audit_rows, write_audit
+from data_pipeline.progress import PROGRESS_STEP_NAME, human_bytes
 from data_pipeline.steps.meter import METER_PREFIX
+from data_pipeline.steps.peak_memory import PEAK_MEMORY_STEP_NAME, PEAK_RSS_STAT
+from data_pipeline.steps.tokenizer_training import SAMPLE_CHARS_STAT
 
 REPORT_FILE = "report.json"
+BAD_RECORD_SAMPLE_SIZE = 20
+_MONITOR_STEPS = (PEAK_MEMORY_STEP_NAME, PROGRESS_STEP_NAME)  # steps every stage has: not filters, not listed
 
 
-def merged_stage_stats(stage_log_dir: Path) -> PipelineStats:
-    total = PipelineStats()
+def _step_label(step: Stats) -> str:
+    return step.name.split(": ", 1)[-1]  # datatrove names a step's stats "<type>: <name>"
+
+
+def _task_peak_rss_mb(stats: PipelineStats) -> float | None:
+    for step in stats.stats:
+        if _step_label(step) == PEAK_MEMORY_STEP_NAME and PEAK_RSS_STAT in step.stats:
+            return _total(step.stats[PEAK_RSS_STAT])
+    return None
+
+
+def read_stage_stats(stage_log_dir: Path) -> tuple[PipelineStats, float | None]:
+    """The stage's stats merged over its tasks, and the largest peak RSS of a task (MB; None without one)."""
+    total, peak = PipelineStats(), None
     for path in sorted((stage_log_dir / "stats").glob("*.json")):
         stats = PipelineStats.from_json(json.loads(path.read_text()))
+        task_peak = _task_peak_rss_mb(stats)
+        if task_peak is not None:
+            peak = task_peak if peak is None else max(peak, task_peak)
         total = stats if not total.stats else total + stats
-    return total
+    return total, peak
 
 
 def _total(metric) -> float:
@@ -48,13 +70,19 @@ def build_report(state_dir: str | os.PathLike, stage_names: list[str], manifest:
     steps: list[dict] = []
     removed_by_filter: dict[str, Counter] = defaultdict(Counter)
     reasons: dict[str, Counter] = defaultdict(Counter)
-    stage_times = {}
+    stage_times, stage_peaks = {}, {}
+    sample_chars: Counter = Counter()
     for stage in stage_names:
-        stats = merged_stage_stats(root / "logs" / stage)
+        stats, stage_peaks[stage] = read_stage_stats(root / "logs" / stage)
         stage_times[stage] = round(sum(s.time_stats.total for s in stats.stats), 3)
         for step in stats.stats:
             values = {k: _total(v) for k, v in step.stats.items()}
-            label = step.name.split(": ", 1)[-1]
+            label = _step_label(step)
+            if label in _MONITOR_STEPS:
+                continue
+            for key, value in values.items():
+                if key.startswith(SAMPLE_CHARS_STAT):
+                    sample_chars[key[len(SAMPLE_CHARS_STAT):]] += int(value)
             if label.startswith(METER_PREFIX):
                 meters.append((label[len(METER_PREFIX):], values.get("documents", 0), values.get("bytes", 0)))
                 continue
@@ -83,7 +111,6 @@ def build_report(state_dir: str | os.PathLike, stage_names: list[str], manifest:
         rows = [r for r in audit_rows if r["reason"] == reason]
         dedup[reason] = {"documents_removed": len(rows), "clusters": len({r["kept"] for r in rows})}
 
-    bad = read_bad_records(root / "work" / "bad_records")
     tokens = {} if manifest is None else {
         split: {src: {"documents": v["documents"], "tokens": v["tokens"]} for src, v in info["sources"].items()}
         for split, info in manifest["splits"].items()}
@@ -93,22 +120,13 @@ def build_report(state_dir: str | os.PathLike, stage_names: list[str], manifest:
         "removed_by_filter": {f: dict(sorted(c.items())) for f, c in sorted(removed_by_filter.items())},
         "filter_reasons": {f: dict(c.most_common()) for f, c in sorted(reasons.items())},
         "dedup": dedup,
-        "bad_records": {"count": len(bad), "by_step": dict(Counter(b.step for b in bad)),
-                        "records": [b.__dict__ for b in bad]},
+        "bad_records": summarize_bad_records(root / "work" / "bad_records", root, BAD_RECORD_SAMPLE_SIZE),
         "tokens": tokens,
+        "tokenizer_sample_chars": dict(sorted(sample_chars.items())),
         "steps": steps,
         "stage_cpu_seconds": stage_times,
+        "stage_peak_rss_mb": stage_peaks,
     }
-
-
-def _human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def _table(headers: list[str], rows: list[list]) -> list[str]:
@@ -123,7 +141,7 @@ def format_report(report: dict) -> str:
     lines += _table(["stage", "docs in", "docs out", "removed", "bytes in", "bytes out"], [
         [f["stage"], f["documents_in"], f["documents_out"],
          None if f["documents_in"] is None else f["documents_in"] - f["documents_out"],
-         _human_bytes(f["bytes_in"]), _human_bytes(f["bytes_out"])] for f in report["flow"]])
+         human_bytes(f["bytes_in"]), human_bytes(f["bytes_out"])] for f in report["flow"]])
     if report["removed_by_filter"]:
         lines += ["", "Removed by quality filter (per profile)"]
         lines += _table(["filter", "profile", "documents", "top reasons"], [
@@ -136,14 +154,29 @@ def format_report(report: dict) -> str:
         lines += ["", "Tokens per source"]
         lines += _table(["split", "source", "documents", "tokens"],
                         [[s, src, v["documents"], v["tokens"]] for s, by_src in report["tokens"].items() for src, v in by_src.items()])
+    if report["tokenizer_sample_chars"]:
+        lines += ["", "Tokenizer training sample"]
+        total = sum(report["tokenizer_sample_chars"].values())
+        lines += _table(["source", "characters", "share"], [
+            [src, chars, f"{chars / total:.0%}"] for src, chars in report["tokenizer_sample_chars"].items()])
+    lines += ["", "Time and memory per stage"]
+    lines += _table(["stage", "cpu seconds", "peak RSS (largest task)"], [
+        [stage, seconds, _megabytes(report["stage_peak_rss_mb"].get(stage))]
+        for stage, seconds in report["stage_cpu_seconds"].items()])
     bad = report["bad_records"]
     lines += ["", f"Bad records: {bad['count']}" + (f" (by step: {bad['by_step']})" if bad["count"] else "")]
-    for record in bad["records"][:20]:
-        where = f"{record['file']}:{record['location']}" if record["location"] else record["file"]
-        lines.append(f"  [{record['step']}] {where}: {record['error']}")
-    if bad["count"] > 20:
-        lines.append(f"  ... {bad['count'] - 20} more in report.json")
+    for record in bad["sample"]:
+        lines.append("  " + BadRecord(**record).describe())
+    if bad["count"]:
+        more = f"{bad['count'] - len(bad['sample'])} more; " if bad["count"] > len(bad["sample"]) else ""
+        files = bad["files"]
+        where = ", ".join(files) if len(files) <= 3 else f"the {len(files)} files in {Path(files[0]).parent}/"
+        lines.append(f"  ({more}the full lists, one JSON line per record: {where})")
     return "\n".join(lines) + "\n"
+
+
+def _megabytes(mb: float | None) -> str:
+    return "-" if mb is None else f"{mb:,.0f} MB"
 
 
 class WriteReport(PipelineStep):

@@ -8,16 +8,17 @@ from dataclasses import asdict
 
 from data_pipeline import storage
 from data_pipeline.config import ConfigError, PreprocessConfig, validate
-from data_pipeline.executors import (Stage, StageProgress, TrackedSlurmExecutor, build_executors, completed_tasks,
-                                     logging_dir, render_slurm_scripts)
+from data_pipeline.executors import (Stage, TrackedSlurmExecutor, build_executors, completed_tasks, logging_dir,
+                                     render_slurm_scripts)
 from data_pipeline.pipeline import Layout, build_stages
+from data_pipeline.progress import StageProgress, hide_library_bars_without_terminal
 from data_pipeline.report import format_report
 from data_pipeline.slurm_jobs import StageJobs, follow_pipeline, submit_pipeline
 
 RUN_CONFIG_FILE = "run_config.json"
 # settings that may change between a run and its resumption without changing any output (a stage that
 # ran out of time or memory on Slurm is resumed with more)
-_RESUMABLE_KEYS = (("progress",), ("storage_options",)) + tuple(("executor", key) for key in (
+_RESUMABLE_KEYS = (("progress",), ("progress_interval_s",), ("storage_options",)) + tuple(("executor", key) for key in (
     "kind", "workers", "dry_run", "wait", "partition", "qos", "time", "cpus_per_task", "mem_per_cpu_gb", "sbatch_args",
     "env_command", "max_array_size"))
 
@@ -81,8 +82,9 @@ def run_pipeline(cfg: PreprocessConfig) -> dict | None:
             return None
         return _submit_to_slurm(cfg, stages, executors, layout)
 
+    hide_library_bars_without_terminal()
     try:
-        with StageProgress(stages, layout.state, enabled=cfg.progress):
+        with StageProgress(stages, layout.state, enabled=cfg.progress, interval_s=cfg.progress_interval_s):
             executors[-1].run()
     except Exception as exc:
         failed = next((s for s in stages if completed_tasks(layout.state, s) < s.tasks), None)
@@ -95,6 +97,7 @@ def run_pipeline(cfg: PreprocessConfig) -> dict | None:
 def _submit_to_slurm(cfg: PreprocessConfig, stages: list[Stage], executors: list[TrackedSlurmExecutor],
                      layout: Layout) -> dict | None:
     """Submit every stage; with executor.wait, follow the jobs to the report (StageFailed when a stage fails)."""
+    hide_library_bars_without_terminal()
     jobs = submit_pipeline(stages, executors, layout.state)
     for stage_jobs in jobs:
         print(f"{stage_jobs.stage.name}: {stage_jobs.describe()}", flush=True)
@@ -102,7 +105,7 @@ def _submit_to_slurm(cfg: PreprocessConfig, stages: list[Stage], executors: list
         print(_follow_hint(jobs, layout))
         return None
     try:
-        with StageProgress(stages, layout.state, enabled=cfg.progress):
+        with StageProgress(stages, layout.state, enabled=cfg.progress, interval_s=cfg.progress_interval_s):
             follow_pipeline(jobs, layout.state)
     except KeyboardInterrupt:
         print(f"\nstopped following; the jobs keep running. {_follow_hint(jobs, layout)}", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -34,16 +34,6 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int, eos_tok
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer
-
-
-def capped(texts: Iterable[str], max_chars: int) -> Iterator[str]:
-    """Stop once `max_chars` characters have been yielded (the last text is cut to fit)."""
-    budget = max_chars
-    for text in texts:
-        if budget <= 0:
-            return
-        yield text[:budget]
-        budget -= len(text)
 
 
 def load_tokenizer(path: str | os.PathLike, eos_token: str) -> Tokenizer:

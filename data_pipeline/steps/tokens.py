@@ -1,4 +1,4 @@
-"""From clean documents to shards: train (or copy) the tokenizer, tokenize, shuffle and shard in buckets.
+"""From clean documents to shards: tokenize, shuffle and shard in buckets (the tokenizer: steps/tokenizer_training.py).
 
 Every document (a long one split into chunks first, so that every source can give validation text) gets
 two seeded hashes of its id: its *order key*. The order key alone decides everything downstream, so the
@@ -32,7 +32,7 @@ from datatrove.pipeline.base import PipelineStep
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import storage
 from data_pipeline.shards import ShardInfo, ShardReader, ShardWriter, token_dtype_for_vocab
-from data_pipeline.tokenizer import capped, load_tokenizer, save_hf_tokenizer, train_bpe
+from data_pipeline.tokenizer import load_tokenizer
 
 SPLITS = ("train", "val")
 TOKENIZER_FOLDER = "tokenizer"  # in the output folder
@@ -88,34 +88,6 @@ def part_paths(parts_folder: Path, rank: int) -> tuple[Path, Path, Path]:
     """A tokenize task's part: its tokens (.ds), its sorted keys, and per source its unit count and smallest key."""
     return (parts_folder / f"part{rank:05d}_00000.ds", parts_folder / f"part{rank:05d}.keys.npy",
             parts_folder / f"part{rank:05d}.summary.json")
-
-class PrepareTokenizer(PipelineStep):
-    """One task: train a byte-level BPE on the documents it reads, or copy the given tokenizer."""
-
-    name = "tokenizer"
-    type = "🔢 - TOKENIZER"
-
-    def __init__(self, out_folder: str, path: str | None, vocab_size: int, min_frequency: int, eos_token: str,
-                 train_max_chars: int, show_progress: bool = False):
-        super().__init__()
-        self.out_folder, self.path = out_folder, path
-        self.vocab_size, self.min_frequency, self.eos_token = vocab_size, min_frequency, eos_token
-        self.train_max_chars, self.show_progress = train_max_chars, show_progress
-
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        if self.path is not None:
-            tokenizer = load_tokenizer(self.path, self.eos_token)
-        else:
-            texts = (doc.text for doc in data)
-            with self.track_time("tokenizer"):
-                tokenizer = train_bpe(capped(texts, self.train_max_chars), self.vocab_size, self.min_frequency,
-                                      self.eos_token, self.show_progress)
-        save_hf_tokenizer(tokenizer, self.out_folder, self.eos_token)
-        self.stat_update("vocab_size", value=tokenizer.get_vocab_size())
-        return
-        yield
-
-
 
 
 class TokenizeDocuments(PipelineStep):
