@@ -57,10 +57,13 @@ DEDUP_KINDS = (EXACT, NEAR, PARAGRAPH)
 # where each kind works, under <output>/work
 DEDUP_WORK_FOLDERS = {EXACT: "exact", NEAR: "minhash", PARAGRAPH: "paragraph"}
 
-# rows of signatures all shards' blocks of a find task hold together (a block is this / shards, at least
-# MIN_BLOCK_ROWS): with the ids beside them, some 100 bytes a row
-MERGE_BUFFER_ROWS = 1 << 20
-MIN_BLOCK_ROWS = 1024
+# signature rows the blocks of all shards of a find task hold together (a block is this / shards, at least
+# MIN_BLOCK_ROWS); with their ids, the chunk being decided and the removals not yet written, a find task
+# peaks at some 500 bytes per buffered row (~150 MB), whatever the size of its bucket
+MERGE_BUFFER_ROWS = 1 << 18
+MIN_BLOCK_ROWS = 256
+# pieces `_gather_pieces` copies at a time
+GATHER_BATCH = 1 << 15
 # audit rows of smallest `removed` id each task keeps in its summary
 SUMMARY_SAMPLE_ROWS = 20
 
@@ -99,14 +102,20 @@ def _exclusive_cumsum(lengths: np.ndarray) -> np.ndarray:
 
 
 def _gather_pieces(blob: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The pieces blob[starts[i] : starts[i] + lengths[i]], concatenated in this order."""
-    lengths = lengths.astype(np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.uint8)
+    """The pieces blob[starts[i] : starts[i] + lengths[i]], concatenated in this order. The byte index is
+    built GATHER_BATCH pieces at a time: it takes 8 bytes per byte gathered."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
     out_starts = _exclusive_cumsum(lengths)
-    index = np.arange(total, dtype=np.int64) + np.repeat(starts.astype(np.int64) - out_starts, lengths)
-    return blob[index]
+    out = np.empty(int(lengths.sum()), dtype=np.uint8)
+    for a in range(0, len(lengths), GATHER_BATCH):
+        batch = lengths[a : a + GATHER_BATCH]
+        size = int(batch.sum())
+        if size:
+            first = int(out_starts[a])
+            shift = np.repeat(starts[a : a + GATHER_BATCH] - (out_starts[a : a + GATHER_BATCH] - first), batch)
+            out[first : first + size] = blob[np.arange(size, dtype=np.int64) + shift]
+    return out
 
 
 def _atomic_write_bytes(path: Path, *pieces: bytes | np.ndarray) -> None:
