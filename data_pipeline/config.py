@@ -167,8 +167,8 @@ class DedupConfig:
     exact: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     minhash: MinhashDedupConfig = field(default_factory=MinhashDedupConfig)
     paragraph: ParagraphDedupConfig = field(default_factory=ParagraphDedupConfig)
-    # tasks of the hash-merging steps of exact and paragraph dedup
-    find_tasks: int = 4
+    # tasks (hash buckets) of the hash-merging steps of exact and paragraph dedup; null: executor.tasks
+    find_tasks: Optional[int] = None
 
 
 @dataclass
@@ -338,7 +338,7 @@ def validate(cfg: PreprocessConfig) -> list[SourceConfig]:
     mh = cfg.dedup.minhash
     for name in ("n_grams", "num_buckets", "hashes_per_bucket"):
         _require(getattr(mh, name) > 0, f"dedup.minhash.{name}", "must be positive")
-    _require(cfg.dedup.find_tasks > 0, "dedup.find_tasks", "must be positive")
+    _require(cfg.dedup.find_tasks is None or cfg.dedup.find_tasks > 0, "dedup.find_tasks", "must be positive (or null: executor.tasks)")
     ex = cfg.executor
     _require(ex.kind in ("local", "slurm"), "executor.kind", f"{ex.kind!r}: expected local or slurm")
     _require(ex.tasks > 0, "executor.tasks", "must be positive")

@@ -2,10 +2,10 @@
 
   clean      read → extract HTML → strip Gutenberg → normalize → language ID → quality → PII
   exact      hash signatures → find duplicates → filter          (dedup.exact)
-  near       MinHash signatures → buckets → clusters → filter     (dedup.minhash)
+  near       MinHash signatures → buckets → clusters → filter → audit   (dedup.minhash)
   paragraph  hash signatures → find duplicates → filter          (dedup.paragraph)
   tokens     tokenizer (train on an even sample, or copy) → tokenize → shard (one task per bucket) → manifest
-  report     stats, bad records and dedup audit → report.json
+  report     stats, bad records and dedup audit summaries → report.json
 
 Stages hand documents to each other as JSON Lines under `<output>/work/`. Every stage that reads
 them uses the same number of tasks, so steps that pair documents by their index in a task
@@ -25,7 +25,8 @@ from datatrove.pipeline.writers import JsonlWriter
 from data_pipeline.bad_records import BadRecordLog
 from data_pipeline import storage
 from data_pipeline.config import PreprocessConfig, SourceConfig
-from data_pipeline.dedup import EXACT, PARAGRAPH, FindHashDuplicates, HashDedupFilter, HashSignatures, MinhashAudit
+from data_pipeline.dedup import (EXACT, NEAR, PARAGRAPH, FindHashDuplicates, HashDedupFilter, HashSignatures, MinhashAudit,
+                                 dedup_work_folder)
 from data_pipeline.executors import Stage
 from data_pipeline.progress import with_task_monitors
 from data_pipeline.report import WriteReport
@@ -103,8 +104,9 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
     # exact and paragraph dedup share one mechanism
     def hash_dedup(kind: str, label: str, **filter_options) -> None:
         nonlocal docs
-        work = str(layout.work / kind)
-        find_tasks = cfg.dedup.find_tasks
+        work = str(dedup_work_folder(layout.state, kind))
+        # null: as many buckets as tasks, so that a find task merges about one task's share of the hashes
+        find_tasks = tasks if cfg.dedup.find_tasks is None else cfg.dedup.find_tasks
         add(f"{kind}_signatures", f"{label}: signatures", [_reader(docs), HashSignatures(work, kind, find_tasks, filter_options.get("min_part_chars", 0))])
         add(f"{kind}_find", f"{label}: find duplicates", [FindHashDuplicates(work, kind, find_tasks)], find_tasks)
         out = layout.docs(kind)
@@ -117,8 +119,8 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
     if cfg.dedup.minhash.enabled:
         mh = cfg.dedup.minhash
         mh_config = MinhashConfig(n_grams=mh.n_grams, num_buckets=mh.num_buckets, hashes_per_bucket=mh.hashes_per_bucket, seed=mh.seed)
-        work = layout.work / "minhash"
-        audit = MinhashAudit(str(work / "audit"))
+        work = dedup_work_folder(layout.state, NEAR)
+        audit = MinhashAudit(str(work), parts=tasks)
         language = get_word_tokenizer(cfg.components)
         signatures = FastMinhashDedupSignature if cfg.components == "fast" else MinhashDedupSignature
         add("near_signatures", "near dedup: minhash signatures", [_reader(docs), signatures(str(work / "signatures"), config=mh_config, language=language)])
@@ -132,6 +134,7 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
             Meter("near"),
             _writer(out),
         ])
+        add("near_audit", "near dedup: audit", [audit.join_step()])
         docs = out
 
     if cfg.dedup.paragraph.enabled:

@@ -22,7 +22,7 @@ from datatrove.utils.stats import PipelineStats, Stats
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import storage
 from data_pipeline.bad_records import BadRecord, summarize_bad_records
-from data_pipeline.dedup import MinhashAudit, read_audit_rows, write_audit
+from data_pipeline.dedup import dedup_summary
 from data_pipeline.progress import PROGRESS_STEP_NAME, human_bytes
 from data_pipeline.steps.meter import METER_PREFIX
 from data_pipeline.steps.peak_memory import PEAK_MEMORY_STEP_NAME, PEAK_RSS_STAT
@@ -103,13 +103,7 @@ def build_report(state_dir: str | os.PathLike, stage_names: list[str], manifest:
         point, docs, size = meters[0]
         flow.insert(0, {"stage": point, "documents_in": None, "documents_out": int(docs), "bytes_in": None, "bytes_out": int(size)})
 
-    audit_rows = read_audit_rows(root / "work" / "exact") + MinhashAudit(str(root / "work" / "minhash" / "audit")).rows() \
-        + read_audit_rows(root / "work" / "paragraph")
-    write_audit(root / "dedup_audit.jsonl", audit_rows)
-    dedup = {}
-    for reason in ("exact", "near", "paragraph"):
-        rows = [r for r in audit_rows if r["reason"] == reason]
-        dedup[reason] = {"documents_removed": len(rows), "clusters": len({r["kept"] for r in rows})}
+    dedup = dedup_summary(root)
 
     tokens = {} if manifest is None else {
         split: {src: {"documents": v["documents"], "tokens": v["tokens"]} for src, v in info["sources"].items()}
@@ -147,9 +141,9 @@ def format_report(report: dict) -> str:
         lines += _table(["filter", "profile", "documents", "top reasons"], [
             [f, p, int(n), ", ".join(f"{r} ({int(c)})" for r, c in list(report["filter_reasons"].get(f, {}).items())[:3])]
             for f, by_profile in report["removed_by_filter"].items() for p, n in by_profile.items()])
-    lines += ["", "Deduplication (details per document in dedup_audit.jsonl)"]
-    lines += _table(["kind", "documents removed", "kept documents they duplicate"],
-                    [[k, v["documents_removed"], v["clusters"]] for k, v in report["dedup"].items()])
+    lines += ["", "Deduplication (one row per removed document in work/*/audit/*.jsonl.gz)"]
+    lines += _table(["kind", "documents removed", "duplicate groups"],
+                    [[k, v["documents_removed"], v["duplicate_groups"]] for k, v in report["dedup"].items()])
     if report["tokens"]:
         lines += ["", "Tokens per source"]
         lines += _table(["split", "source", "documents", "tokens"],

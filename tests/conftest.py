@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SAMPLE_OVERRIDES = (f"input_dir={SAMPLE}", "executor.tasks=3", "tokenizer.vocab_size=2048",
                     "shards.formats=[datatrove,megatron]", "shards.max_tokens_per_shard=400000")
 # what a run must reproduce byte for byte
-OUTPUT_FILES = ("manifest.json", "dedup_audit.jsonl", "tokenizer/*", "train/*", "val/*")
+OUTPUT_FILES = ("manifest.json", "work/*/audit/*.jsonl.gz", "tokenizer/*", "train/*", "val/*")
 
 
 def output_bytes(out: Path) -> dict[str, bytes]:

@@ -41,5 +41,5 @@ def test_slurm_executor_renders_its_job_arrays_without_submitting(tmp_path):
     assert "#SBATCH --partition=cpu" in clean and "#SBATCH --time=01:00:00" in clean
     assert "#SBATCH --array=0-7" in clean
     assert "--qos" not in clean  # optional: many clusters have none
-    assert "#SBATCH --array=0-3" in scripts[2].read_text()  # dedup.find_tasks=4 hash buckets
+    assert "#SBATCH --array=0-7" in scripts[2].read_text()  # dedup.find_tasks=null: a hash bucket per task
     assert "launch_pickled_pipeline" in clean and "--requeue" in clean

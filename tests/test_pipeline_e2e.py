@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from data_pipeline.dedup import normalize_for_hash
+from data_pipeline.dedup import DEDUP_KINDS, iter_audit_rows, normalize_for_hash
 from data_pipeline.shards import ShardReader, sha256_file
 from data_pipeline.steps.tokens import chunks
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def audit(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "dedup_audit.jsonl").read_text().splitlines()]
+    return [row for kind in DEDUP_KINDS for row in iter_audit_rows(out, kind)]
 
 
 def names(out: Path, stage: str) -> dict[str, str]:
@@ -128,7 +128,11 @@ def test_report_accounts_for_every_stage(sample_run):
     for a, b in zip(report["flow"], report["flow"][1:]):
         assert b["documents_in"] == a["documents_out"]
     assert flow["paragraph"]["documents_out"] == len(final_docs(sample_run))
-    assert report["dedup"]["exact"]["documents_removed"] == flow["exact"]["documents_in"] - flow["exact"]["documents_out"]
+    for kind, point in (("exact", "exact"), ("near", "near")):
+        assert report["dedup"][kind]["documents_removed"] == flow[point]["documents_in"] - flow[point]["documents_out"]
+    rows = audit(sample_run)
+    for kind, summary in report["dedup"].items():
+        assert summary["sample"] and summary["sample"] == sorted((r for r in rows if r["reason"] == kind), key=lambda r: r["removed"])[:20]
     assert sum(n for by_profile in report["removed_by_filter"].values() for n in by_profile.values()) == \
         flow["quality"]["documents_in"] - flow["quality"]["documents_out"]
     assert report["bad_records"]["count"] == 0
