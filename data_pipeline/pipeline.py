@@ -81,7 +81,7 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
 
     def add(key: str, title: str, pipeline: list, n_tasks: int = tasks) -> None:
         stage = Stage(key=key, name=f"{len(stages) + 1:02d}_{key}", title=title, pipeline=pipeline, tasks=n_tasks)
-        stage.pipeline = with_task_monitors(pipeline, cfg.output_dir, stage, cfg.progress_interval_s)
+        stage.pipeline = with_task_monitors(pipeline, layout.state, stage, cfg.progress_interval_s)
         stages.append(stage)
 
     # clean
