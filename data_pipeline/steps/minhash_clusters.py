@@ -39,6 +39,7 @@ PAIR_BYTES = 16  # file1, doc1, file2, doc2 as little-endian uint32
 SENTINEL_KEY = (SENTINEL << 32) | SENTINEL
 _DOC_MASK = np.uint64(0xFFFFFFFF)
 _PROGRESS_SECONDS = 5.0
+_PYTHON_LIST_LEN = 1 << 16  # pairs handed to the one-by-one loop at a time, as Python ints (~70 bytes a pair)
 
 
 class TruncatedPairsFile(ValueError):
@@ -47,8 +48,13 @@ class TruncatedPairsFile(ValueError):
 
 def pair_keys(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(file << 32 | doc) of the first and of the second document of each (n, 4) uint32 record."""
-    wide = records.astype(np.uint64)
-    return (wide[:, 0] << np.uint64(32)) | wide[:, 1], (wide[:, 2] << np.uint64(32)) | wide[:, 3]
+    keys = []
+    for file_column in (0, 2):
+        key = records[:, file_column].astype(np.uint64)
+        key <<= np.uint64(32)
+        key |= records[:, file_column + 1]
+        keys.append(key)
+    return keys[0], keys[1]
 
 
 class _Progress:
@@ -99,7 +105,9 @@ class DuplicateForest:
         first_roots, second_roots = self.roots(first), self.roots(second)
         # these already share a set: unions only ever grow sets, so they would still share it by their turn
         apart = np.flatnonzero(first_roots != second_roots)
-        self._union_one_by_one(first_roots[apart].tolist(), second_roots[apart].tolist())
+        for start in range(0, len(apart), _PYTHON_LIST_LEN):
+            chunk = apart[start:start + _PYTHON_LIST_LEN]
+            self._union_one_by_one(first_roots[chunk].tolist(), second_roots[chunk].tolist())
         touched = np.concatenate([first[apart], second[apart]])
         self.parent[touched] = self.roots(touched)  # path compression for the documents of this block
         return len(apart)
@@ -160,7 +168,7 @@ class FastMinhashDedupCluster(PipelineStep):
 
     def __init__(self, input_folder: DataFolderLike, output_folder: DataFolderLike, config: MinhashConfig | None = None,
                  save_cluster_id: bool = False, save_cluster_size: bool = False, ignore_index_matches: bool = False,
-                 block_pairs: int = 1 << 20):
+                 block_pairs: int = 1 << 18):
         super().__init__()
         if block_pairs < 1:
             raise ValueError(f"block_pairs must be >= 1, got {block_pairs}")
