@@ -57,24 +57,35 @@ def run_step(step: str, pairs: Path, out: Path, buckets: int) -> None:
 
     from data_pipeline.steps.minhash_clusters import FastMinhashDedupCluster
 
-    if step == "baseline":
-        return
-    cls = FastMinhashDedupCluster if step == "fast" else MinhashDedupCluster
     start = time.perf_counter()
-    cls(str(pairs), str(out), config=MinhashConfig(num_buckets=buckets), save_cluster_id=True).run()
-    print(f"{time.perf_counter() - start:.3f}")
+    if step != "baseline":
+        cls = FastMinhashDedupCluster if step == "fast" else MinhashDedupCluster
+        cls(str(pairs), str(out), config=MinhashConfig(num_buckets=buckets), save_cluster_id=True).run()
+    print(f"{time.perf_counter() - start:.3f} {peak_rss_kib()}")
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set since it started its program. Not `ru_maxrss`: Linux carries that over
+    from the parent through fork and exec, so a child of a large parent would report the parent's size."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def measure(step: str, pairs: Path, out: Path, buckets: int) -> tuple[float, float]:
     """(seconds the step took, peak RSS of its child in MiB)."""
     env = {**os.environ, "LOGURU_LEVEL": "WARNING", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen([sys.executable, __file__, "--child", step, str(pairs), str(out), str(buckets)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status:
-        raise SystemExit(f"{step} step failed (status {status})")
-    return (float(stdout) if stdout.strip() else 0.0), usage.ru_maxrss / 1024
+    proc = subprocess.run([sys.executable, __file__, "--child", step, str(pairs), str(out), str(buckets)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise SystemExit(f"{step} step failed:\n{proc.stderr[-3000:]}")
+    seconds, peak_kib = proc.stdout.split()[-2:]
+    return float(seconds), int(peak_kib) / 1024
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
