@@ -1,6 +1,8 @@
 """The numpy MinHash clusters step writes datatrove's cluster files byte for byte, in a few bytes a document."""
 
 import random
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from bench.corpus_texts import book_texts, news_texts
 from data_pipeline.steps.minhash import FastMinhashDedupSignature
 from data_pipeline.steps.minhash_clusters import FastMinhashDedupCluster, TruncatedPairsFile
 
-from .conftest import SAMPLE
+from .conftest import ROOT, SAMPLE
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
@@ -188,3 +190,11 @@ def test_memory_per_document_is_a_few_tens_of_bytes(tmp_path):
     print(f"datatrove peak {stock / n_docs:.1f} bytes per document")
     assert stock / ours > 3, f"datatrove {stock / n_docs:.1f} vs ours {ours / n_docs:.1f} bytes per document"
     assert folder_bytes(tmp_path / "fast") == folder_bytes(tmp_path / "stock")
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_checks_same_files():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "minhash_clusters.py"), "--smoke"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "same files as datatrove's" in proc.stdout and "ratio:" in proc.stdout
