@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupFilter, MinhashDedupSignature
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
@@ -34,6 +34,7 @@ from data_pipeline.sources import SourceReader, list_source_files
 from data_pipeline.steps import GutenbergStripper, HtmlExtractor, LanguageIdentifier, PiiRedactor, TextNormalizer
 from data_pipeline.steps.meter import Meter
 from data_pipeline.steps.minhash import FastMinhashDedupSignature
+from data_pipeline.steps.minhash_clusters import FastMinhashDedupCluster
 from data_pipeline.steps.quality import QualityFilters
 from data_pipeline.steps.tokenizer_training import PrepareTokenizer
 from data_pipeline.steps.tokens import TokenizeDocuments, WriteBucketShards, WriteManifest
@@ -125,7 +126,7 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         signatures = FastMinhashDedupSignature if cfg.components == "fast" else MinhashDedupSignature
         add("near_signatures", "near dedup: minhash signatures", [_reader(docs), signatures(str(work / "signatures"), config=mh_config, language=language)])
         add("near_buckets", "near dedup: buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=mh_config)], mh.num_buckets)
-        add("near_clusters", "near dedup: clusters", [MinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=mh_config, save_cluster_id=True)], 1)
+        add("near_clusters", "near dedup: clusters", [FastMinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=mh_config, save_cluster_id=True)], 1)
         out = layout.docs("near")
         add("near_filter", "near dedup: filter", [
             _reader(docs),
