@@ -8,7 +8,7 @@ then checks what types cannot express (ranges, known kinds, existing paths) befo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -219,7 +219,7 @@ SINGLE_TASK_STAGE_DEFAULTS: dict[str, StageExecutorConfig] = {
 class ExecutorConfig:
     kind: str = "local"  # local | slurm
     tasks: int = 4
-    workers: int = -1  # local: processes; slurm: array elements running at once; -1 = CPUs / no limit
+    workers: int = -1  # local: processes; slurm: elements of an array job running at once; -1 = CPUs / no limit
     # slurm only
     partition: Optional[str] = None
     qos: Optional[str] = None
@@ -273,7 +273,7 @@ def stage_slurm_settings(ex: ExecutorConfig, stage_key: str) -> StageSlurmSettin
                 return getattr(layer, name)
         return getattr(ex, name)
 
-    scalar_fields = [name for name in StageSlurmSettings.__dataclass_fields__ if name != "sbatch_args"]
+    scalar_fields = [f.name for f in fields(StageSlurmSettings) if f.name != "sbatch_args"]
     return StageSlurmSettings(**{name: pick(name) for name in scalar_fields},
                               sbatch_args={**ex.sbatch_args, **builtin.sbatch_args, **own.sbatch_args})
 

@@ -32,7 +32,9 @@ def afterok_job_ids(job: dict[str, str]) -> set[str]:
 def run_on_slurm(output_dir, cluster, *overrides: str, timeout: float) -> subprocess.CompletedProcess:
     """The CLI with executor=slurm; if it hangs, its jobs are cancelled and the test fails."""
     # `executor=slurm` picks the config group, so it comes before the executor.* overrides it would reset
-    command = pipeline_command(output_dir, "executor=slurm", f"executor.partition={cluster.partition}", *overrides)
+    # the cluster's MaxArraySize (8 by default, see start.sh): near_buckets' 14 tasks are two array jobs
+    command = pipeline_command(output_dir, "executor=slurm", f"executor.partition={cluster.partition}",
+                               f"executor.max_array_size={cluster.max_array_size()}", *overrides)
     try:
         return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
