@@ -8,8 +8,9 @@ then checks what types cannot express (ranges, known kinds, existing paths) befo
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -198,24 +199,94 @@ class ShardsConfig:
 
 
 @dataclass
+class StageExecutorConfig:
+    """Slurm settings of one stage (`executor.stages.<stage key>`); a field left null takes the stage's
+    built-in default (SINGLE_TASK_STAGE_DEFAULTS), else the executor-level value."""
+
+    time: Optional[str] = None
+    cpus_per_task: Optional[int] = None
+    mem_per_cpu_gb: Optional[int] = None
+    partition: Optional[str] = None
+    qos: Optional[str] = None
+    workers: Optional[int] = None  # array elements running at once; -1 = no limit
+    tasks_per_job: Optional[int] = None
+    max_array_launch_parallel: Optional[bool] = None
+    randomize_start_duration: Optional[int] = None
+    # added to the executor-level sbatch_args; the stage's win
+    sbatch_args: dict[str, Any] = field(default_factory=dict)
+
+
+# The stages that run as one task see the whole corpus, so they get more memory and time than the
+# executor-level values, which are sized for a task's share. A user's executor.stages.<key>.<field> wins.
+SINGLE_TASK_STAGE_DEFAULTS: dict[str, StageExecutorConfig] = {
+    "near_clusters": StageExecutorConfig(time="24:00:00", mem_per_cpu_gb=32),
+    "tokenizer": StageExecutorConfig(time="12:00:00", mem_per_cpu_gb=16),
+    "manifest": StageExecutorConfig(time="02:00:00", mem_per_cpu_gb=4),
+    "report": StageExecutorConfig(time="02:00:00", mem_per_cpu_gb=4),
+}
+
+
+@dataclass
 class ExecutorConfig:
     kind: str = "local"  # local | slurm
     tasks: int = 4
-    workers: int = -1  # local: processes; -1 = number of CPUs
+    workers: int = -1  # local: processes; slurm: elements of an array job running at once; -1 = CPUs / no limit
     # slurm only
     partition: Optional[str] = None
     qos: Optional[str] = None
     time: str = "02:00:00"
     cpus_per_task: int = 1
     mem_per_cpu_gb: int = 2
+    # the cluster's MaxArraySize (or less; -1: no limit): a stage of more array elements is submitted as
+    # several array jobs ("waves"), and the next stage waits for every one of them
     max_array_size: int = 1001
+    # submit a stage's waves at once (true) or each after the one before has ended (false)
+    max_array_launch_parallel: bool = False
+    # datatrove tasks each array element runs one after another (fewer, longer Slurm jobs)
+    tasks_per_job: int = 1
+    # each task first sleeps up to this many seconds, so thousands do not hit the filesystem at once
+    randomize_start_duration: int = 0
     sbatch_args: dict[str, Any] = field(default_factory=dict)
     env_command: Optional[str] = None
+    # per-stage settings by stage key (clean, exact_find, near_clusters, tokenizer, shard, report, ...)
+    stages: dict[str, StageExecutorConfig] = field(default_factory=dict)
     # render the sbatch scripts without submitting them
     dry_run: bool = False
     # follow the submitted jobs until the pipeline ends (progress, then the report; a failed stage is an
     # error and cancels its dependants); false: submit and return
     wait: bool = True
+
+
+@dataclass(frozen=True)
+class StageSlurmSettings:
+    """What one stage's Slurm jobs are submitted with: every StageExecutorConfig field resolved."""
+
+    time: str
+    cpus_per_task: int
+    mem_per_cpu_gb: int
+    partition: Optional[str]
+    qos: Optional[str]
+    workers: int
+    tasks_per_job: int
+    max_array_launch_parallel: bool
+    randomize_start_duration: int
+    sbatch_args: dict[str, Any]
+
+
+def stage_slurm_settings(ex: ExecutorConfig, stage_key: str) -> StageSlurmSettings:
+    """The stage's own value of each field, else its built-in default, else the executor-level value."""
+    own = ex.stages.get(stage_key, StageExecutorConfig())
+    builtin = SINGLE_TASK_STAGE_DEFAULTS.get(stage_key, StageExecutorConfig())
+
+    def pick(name: str):
+        for layer in (own, builtin):
+            if getattr(layer, name) is not None:
+                return getattr(layer, name)
+        return getattr(ex, name)
+
+    scalar_fields = [f.name for f in fields(StageSlurmSettings) if f.name != "sbatch_args"]
+    return StageSlurmSettings(**{name: pick(name) for name in scalar_fields},
+                              sbatch_args={**ex.sbatch_args, **builtin.sbatch_args, **own.sbatch_args})
 
 
 @dataclass
@@ -343,6 +414,10 @@ def validate(cfg: PreprocessConfig) -> list[SourceConfig]:
     _require(ex.kind in ("local", "slurm"), "executor.kind", f"{ex.kind!r}: expected local or slurm")
     _require(ex.tasks > 0, "executor.tasks", "must be positive")
     _require(cfg.progress_interval_s > 0, "progress_interval_s", "must be positive")
+    _require(ex.max_array_size > 0 or ex.max_array_size == -1, "executor.max_array_size", "must be positive, or -1 (no limit)")
+    _validate_slurm_fields("executor", ex)
+    for stage_key, stage in ex.stages.items():
+        _validate_slurm_fields(f"executor.stages.{stage_key}", stage)
     _require(0 < cfg.language.min_score <= 1, "language.min_score", "must be in (0, 1]")
     _require(bool(cfg.language.languages), "language.languages", "list at least one language")
     return sources
@@ -358,6 +433,32 @@ def _state_dir(work_dir: str | None, output_dir: str) -> str:
 
         return tempfile.gettempdir()
     return output_dir
+
+
+# what sbatch --time accepts: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
+_SLURM_TIME = re.compile(r"(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2}|UNLIMITED|INFINITE)")
+
+
+def _validate_slurm_fields(prefix: str, settings: ExecutorConfig | StageExecutorConfig) -> None:
+    """Ranges and formats of the fields ExecutorConfig and StageExecutorConfig share (a null one is inherited)."""
+    if settings.time is not None:
+        _require(_SLURM_TIME.fullmatch(str(settings.time)) is not None, f"{prefix}.time",
+                 f"{settings.time!r} is not a Slurm time limit (HH:MM:SS, D-HH:MM:SS or minutes)")
+    for name in ("cpus_per_task", "mem_per_cpu_gb", "tasks_per_job"):
+        value = getattr(settings, name)
+        _require(value is None or value > 0, f"{prefix}.{name}", "must be positive")
+    _require(settings.workers is None or settings.workers > 0 or settings.workers == -1, f"{prefix}.workers",
+             "must be positive, or -1 (no limit)")
+    _require(settings.randomize_start_duration is None or settings.randomize_start_duration >= 0,
+             f"{prefix}.randomize_start_duration", "must be 0 or more seconds")
+
+
+def check_stage_keys(ex: ExecutorConfig, stage_keys: list[str]) -> None:
+    """Every executor.stages entry that sets something names a stage of this run (a misspelt one would
+    silently do nothing); conf/executor/slurm.yaml lists every stage with nothing set."""
+    for stage_key, stage in ex.stages.items():
+        _require(stage == StageExecutorConfig() or stage_key in stage_keys, f"executor.stages.{stage_key}",
+                 f"no stage {stage_key!r}; stages: {', '.join(stage_keys)}")
 
 
 def register_configs() -> None:

@@ -20,7 +20,7 @@ RUN_CONFIG_FILE = "run_config.json"
 # ran out of time or memory on Slurm is resumed with more)
 _RESUMABLE_KEYS = (("progress",), ("progress_interval_s",), ("storage_options",)) + tuple(("executor", key) for key in (
     "kind", "workers", "dry_run", "wait", "partition", "qos", "time", "cpus_per_task", "mem_per_cpu_gb", "sbatch_args",
-    "env_command", "max_array_size"))
+    "env_command", "max_array_size", "max_array_launch_parallel", "tasks_per_job", "randomize_start_duration", "stages"))
 
 
 def _output_defining_config(cfg: PreprocessConfig) -> dict:

@@ -8,6 +8,7 @@ its datatrove completion markers, which the shared filesystem shows here as it d
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 from dataclasses import dataclass
@@ -83,18 +84,20 @@ def scancel(job_ids: Sequence[str]) -> str:
 
 @dataclass
 class StageJobs:
-    """A stage and the jobs submitted for it: none when earlier runs completed it."""
+    """A stage and the jobs submitted for it: none when earlier runs completed it, several (waves) when
+    it has more array elements than max_array_size."""
 
     stage: Stage
     log_dir: Path
     array_job_ids: list[str]
     merge_stats_job_id: str | None = None
     max_array_size: int = 1001
+    tasks_per_job: int = 1
 
     @classmethod
     def of(cls, stage: Stage, executor: TrackedSlurmExecutor, output_dir: str) -> "StageJobs":
         return cls(stage, logging_dir(output_dir, stage), list(executor.array_job_ids), executor.merge_stats_job_id,
-                   executor.max_array_size)
+                   executor.max_array_size, executor.tasks_per_job)
 
     @property
     def job_ids(self) -> list[str]:
@@ -159,19 +162,26 @@ def _ranks_to_run(jobs: StageJobs) -> list[int]:
 
 
 def _failing_element(failure: Failure) -> tuple[int, str | None, int | None]:
-    """(rank, array job id, array index) of the task to show: the failed element, else the first incomplete one."""
+    """(rank, array job id, array index) of the task to show: the failed element's first incomplete task,
+    else the stage's first incomplete one. Array element e of the submission (counted over every wave)
+    runs the ranks at positions e*tasks_per_job ... of ranks_to_run.json."""
     jobs = failure.jobs
     ranks = _ranks_to_run(jobs)
-    per_job = jobs.max_array_size if jobs.max_array_size > 0 else max(len(ranks), 1)
+    done = {p.name for p in (jobs.log_dir / "completions").glob("*")}
+    elements = max(math.ceil(len(ranks) / jobs.tasks_per_job), 1)
+    per_wave = jobs.max_array_size if jobs.max_array_size > 0 else elements
+    incomplete = [position for position, rank in enumerate(ranks) if f"{rank:05d}" not in done]
     if failure.task is not None and failure.job_id in jobs.array_job_ids:
-        index = jobs.array_job_ids.index(failure.job_id) * per_job + failure.task
+        element = jobs.array_job_ids.index(failure.job_id) * per_wave + failure.task
+        first = element * jobs.tasks_per_job
+        position = next((p for p in incomplete if first <= p < first + jobs.tasks_per_job), first)
     else:
-        done = {p.name for p in (jobs.log_dir / "completions").glob("*")}
-        index = next((i for i, rank in enumerate(ranks) if f"{rank:05d}" not in done), 0)
-    rank = ranks[index] if index < len(ranks) else index
-    job_number = index // per_job
-    job_id = jobs.array_job_ids[job_number] if job_number < len(jobs.array_job_ids) else None
-    return rank, job_id, index % per_job
+        position = incomplete[0] if incomplete else 0
+        element = position // jobs.tasks_per_job
+    rank = ranks[position] if position < len(ranks) else position
+    wave = element // per_wave
+    job_id = jobs.array_job_ids[wave] if wave < len(jobs.array_job_ids) else None
+    return rank, job_id, element % per_wave
 
 
 def failing_task_log(failure: Failure) -> Path | None:

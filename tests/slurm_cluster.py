@@ -46,6 +46,17 @@ class SlurmCluster:
         first = out.splitlines()[0]
         return dict(re.findall(r"(\w+)=(\S*)", first))
 
+    def max_array_size(self) -> int:
+        """The cluster's MaxArraySize: a job array's indices must stay below it."""
+        return int(re.search(r"^MaxArraySize\s*=\s*(\d+)", _run("scontrol", "show", "config"), re.MULTILINE).group(1))
+
+    def jobs_writing_under(self, folder) -> list[dict[str, str]]:
+        """`scontrol show job` rows (one per array element once it started, one per array before) of the
+        jobs whose output goes under `folder`: those of one pipeline run, whatever else the cluster runs."""
+        out = _run("scontrol", "show", "job", "-o")
+        rows = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if line.strip()]
+        return [row for row in rows if row.get("StdOut", "").startswith(str(folder))]
+
     def state(self, job_id: str) -> str:
         return self.job(job_id)["JobState"]
 

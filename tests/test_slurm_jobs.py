@@ -1,6 +1,7 @@
 """Following a Slurm run without a cluster: squeue's answers are canned, sbatch and scancel are fakes."""
 
 import json
+import re
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -9,8 +10,9 @@ import datatrove.executor.slurm
 import pytest
 
 from data_pipeline import run, slurm_jobs
-from data_pipeline.config import ExecutorConfig, PreprocessConfig
-from data_pipeline.executors import Stage, build_executors, logging_dir, slurm_sbatch_args
+from data_pipeline.config import (SINGLE_TASK_STAGE_DEFAULTS, ConfigError, ExecutorConfig, PreprocessConfig,
+                                  StageExecutorConfig, stage_slurm_settings, validate)
+from data_pipeline.executors import Stage, build_executors, logging_dir, render_slurm_scripts, slurm_sbatch_args
 from data_pipeline.slurm_jobs import (JobTask, SlurmQueryError, StageFailed, StageJobs, follow_pipeline, parse_squeue,
                                       query_squeue, submit_pipeline)
 
@@ -203,10 +205,16 @@ def fake_sbatch(monkeypatch):
     return submitted, fail_at
 
 
-def _slurm_stages(tmp_path, sbatch_args=None):
-    stages = [Stage(key="s", name=f"0{i}_s", title="s", pipeline=[], tasks=2) for i in (1, 2)]
-    cfg = ExecutorConfig(kind="slurm", partition="debug", sbatch_args=sbatch_args or {})
+def _slurm_stages(tmp_path, sbatch_args=None, tasks=(2, 2), **executor_options):
+    stages = [Stage(key=f"s{i}", name=f"0{i}_s{i}", title="s", pipeline=[], tasks=n) for i, n in enumerate(tasks, 1)]
+    cfg = ExecutorConfig(kind="slurm", partition="debug", sbatch_args=sbatch_args or {}, **executor_options)
     return stages, build_executors(stages, cfg, str(tmp_path))
+
+
+def _dependency(job: dict) -> str:
+    """What a submitted job waits for: sbatch's --dependency, given on its command line or in its script."""
+    options = [*job["args"], *(line.removeprefix("#SBATCH ") for line in job["script"].splitlines())]
+    return next((option.removeprefix("--dependency=") for option in options if option.startswith("--dependency=")), "")
 
 
 def test_submitting_keeps_every_job_id_and_asks_slurm_to_cancel_on_failed_dependencies(tmp_path, fake_sbatch):
@@ -228,7 +236,7 @@ def test_failed_submission_cancels_the_jobs_submitted_before(tmp_path, fake_sbat
     fail_at.append(3)  # the second stage's array
     stages, executors = _slurm_stages(tmp_path)
     slurm = FakeSlurm("")
-    with pytest.raises(StageFailed, match="submitting stage 02_s failed: sbatch exited with 1 .* submitted before it: 1, 2"):
+    with pytest.raises(StageFailed, match="submitting stage 02_s2 failed: sbatch exited with 1 .* submitted before it: 1, 2"):
         submit_pipeline(stages, executors, str(tmp_path), cancel=slurm.cancel)
     assert slurm.cancelled == [["1", "2"]]
 
@@ -244,3 +252,133 @@ def test_manifest_config_is_the_same_for_slurm_and_local_runs():
     assert run._shard_defining_config(local) == run._shard_defining_config(slurm)
     assert run._shard_defining_config(local)["executor"] == {"tasks": 3}
     assert json.dumps(run._shard_defining_config(local))  # what the manifest stores
+
+
+# ------------------------------------------------------------------------------------ waves of array jobs
+
+
+def test_the_next_stage_and_the_stats_merge_wait_for_every_wave(tmp_path, fake_sbatch):
+    submitted, _ = fake_sbatch
+    stages, executors = _slurm_stages(tmp_path, tasks=(5, 2), max_array_size=2)
+    jobs = submit_pipeline(stages, executors, str(tmp_path), cancel=FakeSlurm("").cancel)
+    assert [(j.array_job_ids, j.merge_stats_job_id) for j in jobs] == [(["1", "2", "3"], "4"), (["5"], "6")]
+    assert [_dependency(job) for job in submitted] == [
+        "", "afterany:1", "afterany:2",  # datatrove submits each wave to start after the one before
+        "afterok:1:2:3",  # the stats merge
+        "afterok:1:2:3",  # the next stage: every wave, not only the last
+        "afterok:5",
+    ]
+    assert "#SBATCH --array=0-1" in submitted[0]["script"]
+    assert [j.describe() for j in jobs] == ["jobs 1, 2, 3", "job 5"]
+
+
+def test_waves_submitted_at_once_wait_only_for_the_stage_before(tmp_path, fake_sbatch):
+    submitted, _ = fake_sbatch
+    stages, executors = _slurm_stages(tmp_path, tasks=(2, 3), max_array_size=2, max_array_launch_parallel=True)
+    submit_pipeline(stages, executors, str(tmp_path), cancel=FakeSlurm("").cancel)
+    assert [_dependency(job) for job in submitted] == ["", "afterok:1", "afterok:1", "afterok:1", "afterok:3:4"]
+
+
+def test_a_stage_complete_from_an_earlier_run_passes_its_dependency_on(tmp_path, fake_sbatch):
+    submitted, _ = fake_sbatch
+    stages, executors = _slurm_stages(tmp_path, tasks=(4, 1, 1), max_array_size=2)
+    _complete(StageJobs(stages[1], logging_dir(tmp_path, stages[1]), []), 0)
+    jobs = submit_pipeline(stages, executors, str(tmp_path), cancel=FakeSlurm("").cancel)
+    assert [j.array_job_ids for j in jobs] == [["1", "2"], [], ["4"]]
+    assert _dependency(submitted[3]) == "afterok:1:2"
+
+
+def test_tasks_per_job_packs_tasks_into_fewer_array_elements(tmp_path, fake_sbatch):
+    submitted, _ = fake_sbatch
+    stages, executors = _slurm_stages(tmp_path, tasks=(7, 1), max_array_size=2, tasks_per_job=3)
+    jobs = submit_pipeline(stages, executors, str(tmp_path), cancel=FakeSlurm("").cancel)
+    assert jobs[0].array_job_ids == ["1", "2"] and jobs[0].tasks_per_job == 3  # 3 elements: waves of 2 and 1
+    assert "#SBATCH --array=0-1" in submitted[0]["script"]
+
+
+def test_a_failed_element_of_a_later_wave_shows_its_own_task(tmp_path):
+    stage = Stage(key="a", name="01_a", title="a", pipeline=[], tasks=12)
+    jobs = StageJobs(stage, logging_dir(tmp_path, stage), ["10", "11"], "12", max_array_size=4, tasks_per_job=2)
+    _complete(jobs, 10)  # element 1 of wave 2 is element 5, ranks 10 and 11: rank 10 completed
+    _write(jobs.log_dir / "logs" / "task_00011.log", "Traceback (most recent call last):\nMemoryError\n")
+    _write(jobs.log_dir / "logs" / "task_00000.log", "Traceback (most recent call last):\nOSError\n")
+    slurm = FakeSlurm("10_0 RUNNING\n11_1 OUT_OF_MEMORY\n12_0 PENDING\n")
+    with pytest.raises(StageFailed) as failed:
+        _follow([jobs], slurm)
+    assert "job 11 task 1 ended OUT_OF_MEMORY" in str(failed.value)
+    assert "task_00011.log" in str(failed.value) and "MemoryError" in str(failed.value)
+    assert slurm.cancelled == [["12"]]
+
+
+def test_cancelling_the_dependants_covers_every_wave(tmp_path):
+    first = _stage(tmp_path, "01_a", 2, "10", "11")
+    later = _stage(tmp_path, "02_b", 9, "12", "15")
+    later.array_job_ids = ["12", "13", "14"]
+    slurm = FakeSlurm("10_0 FAILED\n11_0 PENDING\n12_0 PENDING\n13_0 PENDING\n14_0 PENDING\n15_0 PENDING\n")
+    with pytest.raises(StageFailed, match=r"cancelled the stages depending on it: 02_b \(jobs 12, 13, 14\)"):
+        _follow([first, later], slurm)
+    assert slurm.cancelled == [["11", "12", "13", "14", "15"]]
+
+
+# ---------------------------------------------------------------------------------- per-stage settings
+
+
+def test_a_stage_setting_wins_over_the_builtin_default_which_wins_over_the_executor_value():
+    ex = ExecutorConfig(kind="slurm", partition="cpu", time="03:00:00", mem_per_cpu_gb=4, sbatch_args={"account": "a", "x": 1},
+                        stages={"near_clusters": StageExecutorConfig(mem_per_cpu_gb=64, sbatch_args={"x": 2}),
+                                "clean": StageExecutorConfig(partition="short", workers=100, tasks_per_job=4)})
+    near = stage_slurm_settings(ex, "near_clusters")
+    assert (near.time, near.mem_per_cpu_gb, near.partition) == (SINGLE_TASK_STAGE_DEFAULTS["near_clusters"].time, 64, "cpu")
+    assert near.sbatch_args == {"account": "a", "x": 2}
+    clean = stage_slurm_settings(ex, "clean")
+    assert (clean.time, clean.mem_per_cpu_gb, clean.partition, clean.workers, clean.tasks_per_job) == ("03:00:00", 4, "short", 100, 4)
+    assert stage_slurm_settings(ex, "tokenize") == stage_slurm_settings(ExecutorConfig(**{**asdict(ex), "stages": {}}), "tokenize")
+
+
+def test_per_stage_settings_reach_the_sbatch_scripts(tmp_path):
+    stages = [Stage(key=key, name=f"0{i}_{key}", title=key, pipeline=[], tasks=n)
+              for i, (key, n) in enumerate((("tokenize", 9), ("report", 1)), 1)]
+    cfg = ExecutorConfig(kind="slurm", partition="cpu", max_array_size=4,
+                         stages={"tokenize": StageExecutorConfig(cpus_per_task=4, qos="high", workers=2)})
+    scripts = [path.read_text() for path in render_slurm_scripts(build_executors(stages, cfg, str(tmp_path)), tmp_path / "s")]
+    assert {"#SBATCH --cpus-per-task=4", "#SBATCH --qos=high", "#SBATCH --array=0-3%2", "#SBATCH --time=02:00:00"} <= set(scripts[0].splitlines())
+    assert "# 9 tasks, 1 per array element, in 3 array jobs of up to 4 elements, each starting after the one before" in scripts[0]
+    report = set(scripts[1].splitlines())
+    assert {"#SBATCH --mem-per-cpu=4G", "#SBATCH --time=02:00:00", "#SBATCH --array=0-0"} <= report
+    assert "# waits (afterok) for every array job of 01_tokenize" in report
+
+
+def test_a_stage_key_the_run_does_not_have_is_an_error_naming_it(tmp_path):
+    stages = [Stage(key=key, name=f"0{i}_{key}", title=key, pipeline=[], tasks=1) for i, key in enumerate(("clean", "shard"), 1)]
+    cfg = ExecutorConfig(kind="slurm", partition="cpu", stages={"shrad": StageExecutorConfig(time="01:00:00")})
+    with pytest.raises(ConfigError, match=r"^executor.stages.shrad: no stage 'shrad'; stages: clean, shard$"):
+        build_executors(stages, cfg, str(tmp_path))
+    cfg.stages = {"shrad": StageExecutorConfig(), "near_clusters": StageExecutorConfig()}  # listed, nothing set
+    assert len(build_executors(stages, cfg, str(tmp_path))) == 2
+
+
+@pytest.mark.parametrize(("stage", "message"), [
+    (StageExecutorConfig(time="2h"), "executor.stages.tokenize.time: '2h' is not a Slurm time limit"),
+    (StageExecutorConfig(mem_per_cpu_gb=0), "executor.stages.tokenize.mem_per_cpu_gb: must be positive"),
+    (StageExecutorConfig(tasks_per_job=-1), "executor.stages.tokenize.tasks_per_job: must be positive"),
+    (StageExecutorConfig(workers=0), "executor.stages.tokenize.workers: must be positive, or -1"),
+    (StageExecutorConfig(randomize_start_duration=-5), "executor.stages.tokenize.randomize_start_duration"),
+])
+def test_bad_stage_settings_are_errors_naming_the_key(stage, message):
+    cfg = PreprocessConfig(input_dir="data/sample", quality={"web": None, "news": None, "books": None},
+                           executor=ExecutorConfig(stages={"tokenize": stage}))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("time_limit", ["30", "30:00", "04:00:00", "2-00", "2-12:00", "1-00:00:00", "UNLIMITED"])
+def test_slurm_time_formats_pass(time_limit):
+    cfg = PreprocessConfig(input_dir="data/sample", quality={"web": None, "news": None, "books": None},
+                           executor=ExecutorConfig(time=time_limit))
+    validate(cfg)
+
+
+def test_slurm_settings_may_change_between_a_run_and_its_resumption():
+    changed = ExecutorConfig(kind="slurm", partition="p", max_array_size=8, max_array_launch_parallel=True, tasks_per_job=3,
+                             randomize_start_duration=60, stages={"shard": StageExecutorConfig(time="48:00:00")})
+    assert run._output_defining_config(PreprocessConfig(executor=changed)) == run._output_defining_config(PreprocessConfig())

@@ -7,6 +7,9 @@
 #
 #   bash slurm/local_cluster/start.sh      # then: sinfo; sbatch ...; bash slurm/local_cluster/stop.sh
 #
+# MaxArraySize is $SLURM_LOCAL_MAX_ARRAY_SIZE (default 8): run the pipeline here with
+# executor.max_array_size=8; a stage of more tasks is submitted as several array jobs.
+#
 # State, spool folders, PID files and logs go to $SLURM_LOCAL_DIR (default /tmp/slurm-local).
 set -euo pipefail
 
@@ -50,6 +53,9 @@ munged_running() {
 mkdir -p "$RUN/ctld" "$RUN/log" /etc/slurm
 for node in "${NODES[@]}"; do mkdir -p "$RUN/d/$node"; done
 CPUS=${SLURM_LOCAL_CPUS_PER_NODE:-2}
+# small, so that a test can run a stage of more tasks than one job array may hold; the pipeline then
+# needs executor.max_array_size=$MAX_ARRAY_SIZE (or less) here
+MAX_ARRAY_SIZE=${SLURM_LOCAL_MAX_ARRAY_SIZE:-8}
 
 cat > "$CONF.tmp" <<CONFEOF
 $MARKER
@@ -89,9 +95,12 @@ MailProg=/bin/true
 InactiveLimit=0
 KillWait=5
 MinJobAge=600
-# the emulated nodes claim CPUs of the same host
+# array indices 0 .. MaxArraySize-1
+MaxArraySize=$MAX_ARRAY_SIZE
+# the emulated nodes claim CPUs and memory of the same host; memory is not enforced here (no cgroups), and
+# each claims enough for the pipeline's single-task stages (near_clusters asks 32 GB by default)
 SlurmdParameters=config_overrides
-NodeName=n[1-3] NodeHostname=localhost NodeAddr=127.0.0.1 Port=17001-17003 CPUs=$CPUS RealMemory=8000 State=UNKNOWN
+NodeName=n[1-3] NodeHostname=localhost NodeAddr=127.0.0.1 Port=17001-17003 CPUs=$CPUS RealMemory=65536 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONFEOF
 mv "$CONF.tmp" "$CONF"
