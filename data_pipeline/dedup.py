@@ -11,7 +11,8 @@ Exact and paragraph dedup share one mechanism, in three steps like datatrove's o
   3. `HashDedupFilter` (one task per input shard, same order as step 1): apply the removals and write
      one audit row per removed document naming the kept document it duplicated. It reads only its own
      shard's removal files.
-Near-duplicates use datatrove's four MinHash stages; `MinhashAudit` has the removed and the kept
+Near-duplicates use datatrove's MinHash signature, bucket and filter stages with our numpy clusters
+(`steps/minhash_clusters.py`, the same files as datatrove's); `MinhashAudit` has the removed and the kept
 members of every cluster written partitioned by cluster id, and its join step turns one partition of
 all shards into audit rows.
 
