@@ -50,7 +50,7 @@ def test_slurm_run_gives_the_shards_of_a_local_run(sample_run, slurm_cluster, tm
     proc = run_on_slurm(out, slurm_cluster, *SAMPLE_OVERRIDES, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     jobs = stage_jobs(proc.stdout)
-    assert len(jobs) == 15, proc.stdout
+    assert len(jobs) == 17, proc.stdout
     assert {slurm_cluster.state(job_id) for job_id in jobs.values()} == {"COMPLETED"}
     assert "Tokens per source" in proc.stdout  # the report, printed by the command as after a local run
     assert output_bytes(out) == output_bytes(sample_run)
@@ -62,7 +62,7 @@ def test_failing_stage_cancels_its_dependants_and_shows_the_task_error(slurm_clu
     proc = run_on_slurm(
         tmp_path / "out", slurm_cluster,
         "input_dir=null", f"sources=[{{name: news, kind: news, paths: [{SAMPLE / 'news'}]}}]",  # one file: a quick run
-        "executor.tasks=2", f"tokenizer.path={not_a_tokenizer}",
+        "executor.tasks=2", "shards.buckets=2", f"tokenizer.path={not_a_tokenizer}",
         "dedup.exact.enabled=false", "dedup.minhash.enabled=false", "dedup.paragraph.enabled=false",
         timeout=300,
     )
