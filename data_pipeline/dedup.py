@@ -33,6 +33,7 @@ import io
 import json
 import os
 import re
+from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -289,23 +290,34 @@ class _HashDedupStep(PipelineStep):
         return self.work / "audit"
 
 
+_ROW_BLOCK = 1 << 16  # signature rows gathered as Python tuples before they go into a numpy block
+
+
 class HashSignatures(_HashDedupStep):
     name = "hash signatures"
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        ids: list[bytes] = []
+        # rows go into numpy a block at a time and ids into one byte buffer: no Python object per document
+        id_blob, id_lens = bytearray(), array("q")
+        blocks: list[np.ndarray] = []
         rows: list[tuple[int, int, int, int, int, int]] = []
         for doc_idx, doc in enumerate(data or ()):
             with self.track_time():
                 doc_id = _encode_id(doc.id)
-                ids.append(doc_id)
+                id_blob += doc_id
+                id_lens.append(len(doc_id))
                 for part, h in self.part_hashes(doc.text):
                     rows.append((h, -len(doc.text), rank, doc_idx, part, len(doc_id)))
+                if len(rows) >= _ROW_BLOCK:
+                    blocks.append(np.array(rows, dtype=SIGNATURE_DTYPE))
+                    rows = []
             self.stat_update("documents")
-        signatures = np.array(rows, dtype=SIGNATURE_DTYPE)
+        blocks.append(np.array(rows, dtype=SIGNATURE_DTYPE))
+        signatures = np.concatenate(blocks)
+        del blocks, rows
         signatures.sort(order=list(SORT_FIELDS))
-        id_blob = np.frombuffer(b"".join(ids), dtype=np.uint8)
-        id_starts = _exclusive_cumsum(np.array([len(i) for i in ids], dtype=np.int64))
+        id_blob = np.frombuffer(id_blob, dtype=np.uint8)
+        id_starts = _exclusive_cumsum(np.frombuffer(id_lens, dtype=np.int64))
         buckets = signatures["hash"] % self.num_buckets
         for bucket in range(self.num_buckets):
             mine = signatures[buckets == bucket]
