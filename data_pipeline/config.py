@@ -152,6 +152,9 @@ class MinhashDedupConfig:
     num_buckets: int = 14
     hashes_per_bucket: int = 8
     seed: int = 1
+    # tasks per LSH bucket in the bucket stage (each merges one hash range of the bucket); null: as many as
+    # make the stage about executor.tasks tasks. The clusters do not depend on it
+    bucket_workers: Optional[int] = None
 
 
 @dataclass
@@ -410,6 +413,8 @@ def validate(cfg: PreprocessConfig) -> list[SourceConfig]:
     for name in ("n_grams", "num_buckets", "hashes_per_bucket"):
         _require(getattr(mh, name) > 0, f"dedup.minhash.{name}", "must be positive")
     _require(cfg.dedup.find_tasks is None or cfg.dedup.find_tasks > 0, "dedup.find_tasks", "must be positive (or null: executor.tasks)")
+    _require(mh.bucket_workers is None or mh.bucket_workers > 0, "dedup.minhash.bucket_workers",
+             "must be positive (or null: executor.tasks / num_buckets)")
     ex = cfg.executor
     _require(ex.kind in ("local", "slurm"), "executor.kind", f"{ex.kind!r}: expected local or slurm")
     _require(ex.tasks > 0, "executor.tasks", "must be positive")

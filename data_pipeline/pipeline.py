@@ -125,7 +125,9 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         language = get_word_tokenizer(cfg.components)
         signatures = FastMinhashDedupSignature if cfg.components == "fast" else MinhashDedupSignature
         add("near_signatures", "near dedup: minhash signatures", [_reader(docs), signatures(str(work / "signatures"), config=mh_config, language=language)])
-        add("near_buckets", "near dedup: buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=mh_config)], mh.num_buckets)
+        bucket_workers = mh.bucket_workers or max(1, tasks // mh.num_buckets)
+        add("near_buckets", "near dedup: buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=mh_config)],
+            mh.num_buckets * bucket_workers)
         add("near_clusters", "near dedup: clusters", [FastMinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=mh_config, save_cluster_id=True)], 1)
         out = layout.docs("near")
         add("near_filter", "near dedup: filter", [

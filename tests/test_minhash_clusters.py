@@ -198,3 +198,21 @@ def test_benchmark_smoke_checks_same_files():
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "same files as datatrove's" in proc.stdout and "ratio:" in proc.stdout
+
+
+def test_clusters_do_not_depend_on_the_bucket_workers(tmp_path):
+    """dedup.minhash.bucket_workers splits each LSH bucket's hash range over tasks: the same pairs in the
+    same order, so the same clusters and the same kept documents."""
+    tasks, config = 3, MinhashConfig(num_buckets=4, hashes_per_bucket=4)
+    for rank, docs in enumerate(corpus_documents(random.Random(4), tasks)):
+        FastMinhashDedupSignature(str(tmp_path / "sigs"), config=config).run(iter(docs), rank, tasks)
+    written = {}
+    for workers in (1, 3):
+        world = config.num_buckets * workers
+        for rank in range(world):
+            MinhashDedupBuckets(str(tmp_path / "sigs"), str(tmp_path / f"pairs{workers}"), config=config).run(None, rank, world)
+        FastMinhashDedupCluster(str(tmp_path / f"pairs{workers}"), str(tmp_path / f"out{workers}"), config=config,
+                                save_cluster_id=True).run()
+        written[workers] = folder_bytes(tmp_path / f"out{workers}")
+    assert len(list((tmp_path / "pairs3").glob("*.dups"))) == 12
+    assert written[1] == written[3] and any(name.endswith(".remove") for name in written[1])

@@ -132,3 +132,15 @@ def test_buckets_split_the_key_range_evenly():
     keys = np.array([order_key(1, str(i))[0] for i in range(4000)], dtype=np.uint64)
     counts = np.bincount(np.searchsorted(starts, keys, side="right") - 1, minlength=4)
     assert counts.min() > 800
+
+
+def test_a_part_holds_its_units_in_key_order_so_a_bucket_reads_one_run(tmp_path, tokenizer_dir):
+    make_shards(tmp_path / "out", tokenizer_dir, corpus(), tasks=2, buckets=4)
+    for rank in range(2):
+        keys = np.load(tmp_path / "out" / "parts" / f"part{rank:05d}.keys.npy")
+        assert np.all(np.diff(keys["key"].astype(np.float64)) >= 0)
+        ends = keys["start"] + keys["length"]
+        assert keys["start"][0] == 0 and np.array_equal(keys["start"][1:], ends[:-1])  # contiguous, front to back
+        reader = ShardReader(tmp_path / "out" / "parts" / f"part{rank:05d}_00000.ds")
+        assert reader.num_tokens == int(ends[-1])
+    assert not list((tmp_path / "out" / "parts").glob("arrival*")), "the arrival-order part is removed"

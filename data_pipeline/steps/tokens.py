@@ -118,7 +118,9 @@ class TokenizeDocuments(PipelineStep):
         ds_path, keys_path, summary_path = part_paths(self.parts_folder, rank)
         key_batches: list[np.ndarray] = []  # KEY_DTYPE rows: 34 bytes a unit, no Python object per unit
         written = 0
-        writer = ShardWriter(self.parts_folder, f"part{rank:05d}", vocab_size, _UNBOUNDED)  # one shard: ds_path
+        # tokens in arrival order first; rewritten in key order at the end, so that each bucket's units are
+        # one contiguous, ordered run of the part (the shard tasks read only their run, front to back)
+        writer = ShardWriter(self.parts_folder, f"arrival{rank:05d}", vocab_size, _UNBOUNDED)
 
         def flush(batch: list[tuple[str, str, int]]) -> None:
             nonlocal written
@@ -151,6 +153,8 @@ class TokenizeDocuments(PipelineStep):
                 flush(batch)
         sorted_keys = np.concatenate(key_batches) if key_batches else np.empty(0, dtype=KEY_DTYPE)
         sorted_keys.sort(order=["key", "tie"])
+        with self.track_time("order"):
+            self._write_in_key_order(sorted_keys, ds_path, vocab_size, written)
         summary = {}
         for i, name in enumerate(self.sources):
             mine = sorted_keys[sorted_keys["source"] == i]
@@ -163,6 +167,22 @@ class TokenizeDocuments(PipelineStep):
         _write_json_atomic(summary_path, summary)
         return
         yield
+
+    def _write_in_key_order(self, sorted_keys: np.ndarray, ds_path: Path, vocab_size: int, num_tokens: int) -> None:
+        """Rewrite the arrival-order part as `ds_path` in the order of `sorted_keys`, whose starts it updates."""
+        arrival = ds_path.with_name(ds_path.name.replace("part", "arrival", 1))
+        if not len(sorted_keys):
+            return
+        reader = ShardReader(arrival, num_tokens=num_tokens)
+        new_starts = np.zeros(len(sorted_keys), dtype=np.uint64)
+        np.cumsum(sorted_keys["length"][:-1], out=new_starts[1:])
+        with ShardWriter(ds_path.parent, ds_path.name.split("_")[0], vocab_size, _UNBOUNDED) as ordered:
+            for start, length in zip(sorted_keys["start"].tolist(), sorted_keys["length"].tolist()):
+                ordered.write(reader.tokens(start, start + length))
+        sorted_keys["start"] = new_starts
+        del reader
+        for path in arrival.parent.glob(arrival.name + "*"):
+            path.unlink()
 
 
 class WriteBucketShards(PipelineStep):
