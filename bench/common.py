@@ -31,11 +31,12 @@ def corpus_sources(corpus: Path) -> list[str]:
     return ["input_dir=null", f"sources=[{', '.join(sources)}]"]
 
 
-def run_pipeline(output_dir: Path, overrides: list[str]) -> Measured:
-    """One pipeline run in a child process. workers=1 runs every task inside that process, so the
-    CPU time of all the work is the child's own rusage (which `wait4` gives per child: runs may overlap)."""
+def run_pipeline(output_dir: Path, overrides: list[str], workers: int = 1) -> Measured:
+    """One pipeline run in a child process. workers=1 (the default) runs every task inside that process, so
+    the CPU time of all the work is the child's own rusage (which `wait4` gives per child: runs may overlap)."""
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "data_pipeline", f"output_dir={output_dir}", "progress=false", "executor.workers=1", *overrides]
+    cmd = [sys.executable, "-m", "data_pipeline", f"output_dir={output_dir}", "progress=false",
+           f"executor.workers={workers}", *overrides]
     env = {**os.environ, "LOGURU_LEVEL": "WARNING", "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     log = output_dir.parent / f"{output_dir.name}.log"
     output_dir.parent.mkdir(parents=True, exist_ok=True)

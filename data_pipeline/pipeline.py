@@ -34,6 +34,7 @@ from data_pipeline.sources import SourceReader, list_source_files
 from data_pipeline.steps import GutenbergStripper, HtmlExtractor, LanguageIdentifier, PiiRedactor, TextNormalizer
 from data_pipeline.steps.meter import Meter
 from data_pipeline.steps.minhash import FastMinhashDedupSignature
+from data_pipeline.steps.minhash_buckets import FastMinhashDedupBuckets
 from data_pipeline.steps.minhash_clusters import FastMinhashDedupCluster
 from data_pipeline.steps.quality import QualityFilters
 from data_pipeline.steps.tokenizer_training import PrepareTokenizer
@@ -126,7 +127,8 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         signatures = FastMinhashDedupSignature if cfg.components == "fast" else MinhashDedupSignature
         add("near_signatures", "near dedup: minhash signatures", [_reader(docs), signatures(str(work / "signatures"), config=mh_config, language=language)])
         bucket_workers = mh.bucket_workers or max(1, tasks // mh.num_buckets)
-        add("near_buckets", "near dedup: buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=mh_config)],
+        buckets_step = FastMinhashDedupBuckets if cfg.components == "fast" else MinhashDedupBuckets
+        add("near_buckets", "near dedup: buckets", [buckets_step(str(work / "signatures"), str(work / "buckets"), config=mh_config)],
             mh.num_buckets * bucket_workers)
         add("near_clusters", "near dedup: clusters", [FastMinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=mh_config, save_cluster_id=True)], 1)
         out = layout.docs("near")
