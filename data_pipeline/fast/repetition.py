@@ -155,6 +155,16 @@ class NGramCounts:
         return hashes * 2**31 + (offsets[n:] - offsets[:count])
 
 
+def _repeated_parts(kind: str, parts: list[str], size: int, max_repeated: float, max_repeated_chars: float
+                    ) -> bool | tuple[bool, str]:
+    """The checks on the `parts` (paragraphs or lines) of a text of `size` characters that repeat an earlier part."""
+    repeated, repeated_chars = duplicates(parts)
+    return first_failure(
+        (f"dup_{kind}_frac", max_repeated, ABOVE, lambda: repeated / len(parts)),
+        (f"dup_{kind}_char_frac", max_repeated_chars, ABOVE, lambda: repeated_chars / size),
+    )
+
+
 class FastGopherRepetitionFilter(GopherRepetitionFilter):
     """Drop-in for `GopherRepetitionFilter`: the same constructor, checks, order and reasons."""
 
@@ -164,28 +174,20 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
             return False, "empty"
         size = len(text)
 
-        paragraph_texts = self.paragraph_exp.split(text.strip())
-        repeated_paragraphs, repeated_paragraph_chars = duplicates(paragraph_texts)
-        outcome = first_failure(
-            ("dup_para_frac", self.dup_para_frac, ABOVE, lambda: repeated_paragraphs / len(paragraph_texts)),
-            ("dup_para_char_frac", self.dup_para_char_frac, ABOVE, lambda: repeated_paragraph_chars / size),
-        )
+        outcome = _repeated_parts("para", self.paragraph_exp.split(text.strip()), size,
+                                  self.dup_para_frac, self.dup_para_char_frac)
         if outcome is not True:
             return outcome
-
         lines = self._line_splitter.split(text)  # datatrove's private `GopherRepetitionFilter._line_splitter`
-        repeated_lines, repeated_line_chars = duplicates(lines)
-        outcome = first_failure(
-            ("dup_line_frac", self.dup_line_frac, ABOVE, lambda: repeated_lines / len(lines)),
-            ("dup_line_char_frac", self.dup_line_char_frac, ABOVE, lambda: repeated_line_chars / size),
-        )
+        outcome = _repeated_parts("line", lines, size, self.dup_line_frac, self.dup_line_char_frac)
         if outcome is not True:
             return outcome
 
         # n-gram limits are checked even when 0
         counts = NGramCounts(split_into_words(text, self.language))
         top = ((f"top_{n}_gram", limit, lambda n=n: counts.top_chars(n)) for n, limit in self.top_n_grams)
-        repeated = ((f"duplicated_{n}_n_grams", limit, lambda n=n: counts.repeated_chars(n)) for n, limit in self.dup_n_grams)
+        repeated = ((f"duplicated_{n}_n_grams", limit, lambda n=n: counts.repeated_chars(n))
+                    for n, limit in self.dup_n_grams)
         for reason, max_fraction, measure in chain(top, repeated):
             chars = measure()  # None: no n-gram of that size
             if chars is not None and chars / size > max_fraction:
