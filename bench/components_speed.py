@@ -33,12 +33,12 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from common import SAMPLE
 from corpus_texts import book_texts, news_texts, web_pages
-from data_pipeline.steps.extract import HtmlExtractor
 from data_pipeline.fast.heuristics import FastC4QualityFilter, FastGopherQualityFilter
 from data_pipeline.fast.minhash_signature import FastMinhashDedupSignature
-from data_pipeline.steps.normalize import TextNormalizer
 from data_pipeline.fast.repetition import FastGopherRepetitionFilter
 from data_pipeline.fast.word_tokenizer import get_word_tokenizer
+from data_pipeline.steps.extract import HtmlExtractor
+from data_pipeline.steps.normalize import TextNormalizer
 
 
 def best_time(run: Callable[[], list], repeats: int) -> tuple[float, list]:

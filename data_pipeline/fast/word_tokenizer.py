@@ -60,6 +60,8 @@ SPECIAL_CASES: Mapping[str, tuple[str, ...]] = {
 }
 SENTENCE_END_CHARS = frozenset(Sentencizer.default_punct_chars)
 
+# Every prefix piece is anchored with "^", so `match` finds what a search for the joined pattern would, without
+# trying every position.
 _prefix_match = re.compile("|".join("^" + piece for piece in PREFIXES if piece.strip())).match
 
 
