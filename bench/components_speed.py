@@ -1,15 +1,15 @@
 """Speed of the fast components beside the word tokenizer, each against its stock datatrove counterpart.
 
 - HTML extraction: trafilatura as datatrove calls it, stock vs with the compiled discard XPaths
-  (data_pipeline/steps/discard_xpaths.py); asserts the same extracted text for every page.
+  (data_pipeline/fast/discard_xpaths.py); asserts the same extracted text for every page.
 - Gopher repetition: datatrove's `GopherRepetitionFilter` vs `FastGopherRepetitionFilter`
-  (data_pipeline/steps/repetition.py), both with the fast word tokenizer; asserts the same decisions.
+  (data_pipeline/fast/repetition.py), both with the fast word tokenizer; asserts the same decisions.
 - Gopher quality and C4: datatrove's `GopherQualityFilter` and `C4QualityFilter` vs `FastGopherQualityFilter`
-  and `FastC4QualityFilter` (data_pipeline/steps/heuristics.py), on the books, news and extracted web texts;
+  and `FastC4QualityFilter` (data_pipeline/fast/heuristics.py), on the books, news and extracted web texts;
   asserts the same decisions (and, for C4, the same text left).
-- Text normalization: ftfy on every line vs on the lines it would change (data_pipeline/steps/normalize.py);
+- Text normalization: ftfy on every line vs on the lines it would change (data_pipeline/fast/ftfy_lines.py);
   asserts the same text.
-- MinHash: datatrove's `MinhashDedupSignature` vs `FastMinhashDedupSignature` (data_pipeline/steps/minhash.py),
+- MinHash: datatrove's `MinhashDedupSignature` vs `FastMinhashDedupSignature` (data_pipeline/fast/minhash_signature.py),
   shingles and signature of each text; asserts the same signatures.
 
 Prints documents per CPU-second (time.process_time) and the speed-up, best of `--repeats` passes.
@@ -33,12 +33,12 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from common import SAMPLE
 from corpus_texts import book_texts, news_texts, web_pages
+from data_pipeline.fast.heuristics import FastC4QualityFilter, FastGopherQualityFilter
+from data_pipeline.fast.minhash_signature import FastMinhashDedupSignature
+from data_pipeline.fast.repetition import FastGopherRepetitionFilter
+from data_pipeline.fast.word_tokenizer import get_word_tokenizer
 from data_pipeline.steps.extract import HtmlExtractor
-from data_pipeline.steps.heuristics import FastC4QualityFilter, FastGopherQualityFilter
-from data_pipeline.steps.minhash import FastMinhashDedupSignature
 from data_pipeline.steps.normalize import TextNormalizer
-from data_pipeline.steps.repetition import FastGopherRepetitionFilter
-from data_pipeline.word_tokenizer import get_word_tokenizer
 
 
 def best_time(run: Callable[[], list], repeats: int) -> tuple[float, list]:

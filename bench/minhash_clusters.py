@@ -1,5 +1,5 @@
 """Peak memory and time of the MinHash clusters stage: datatrove's `MinhashDedupCluster` vs `FastMinhashDedupCluster`
-(data_pipeline/steps/minhash_clusters.py), on synthetic pairs files laid out like `MinhashDedupBuckets` writes them.
+(data_pipeline/fast/minhash_clusters.py), on synthetic pairs files laid out like `MinhashDedupBuckets` writes them.
 
 Documents (spread over `--files` signature files) fall into clusters of 2 to a few thousand; each of `--buckets`
 pairs files holds, cluster after cluster in random order, the chain of consecutive (file, doc)-sorted members that
@@ -55,7 +55,7 @@ def run_step(step: str, pairs: Path, out: Path, buckets: int) -> None:
     from datatrove.pipeline.dedup import MinhashDedupCluster
     from datatrove.pipeline.dedup.minhash import MinhashConfig
 
-    from data_pipeline.steps.minhash_clusters import FastMinhashDedupCluster
+    from data_pipeline.fast.minhash_clusters import FastMinhashDedupCluster
 
     start = time.perf_counter()
     if step != "baseline":

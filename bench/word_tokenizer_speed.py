@@ -34,7 +34,7 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 
 from common import SAMPLE
 from corpus_texts import load_texts
-from data_pipeline.word_tokenizer import FastWordTokenizer, get_word_tokenizer
+from data_pipeline.fast.word_tokenizer import FastWordTokenizer, get_word_tokenizer
 
 
 Step = Callable[[WordTokenizer, list[str]], list[Any]]  # one step's outcome for each document

@@ -304,9 +304,7 @@ class PreprocessConfig:
     # passed to fsspec for every URL (s3fs: endpoint_url, key, secret, client_kwargs, ...); credentials and
     # endpoint otherwise come from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)
     storage_options: dict[str, Any] = field(default_factory=dict)
-    # fast: our drop-in replacements for datatrove's slowest parts (word tokenizer, trafilatura's pruning
-    # XPaths, Gopher quality, repetition and C4 filters, MinHash shingling), with the same decisions and
-    # text; stock: datatrove's own
+    # fast | stock: see "Fast components" in README.md
     components: str = "fast"
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     gutenberg: GutenbergConfig = field(default_factory=GutenbergConfig)

@@ -12,7 +12,7 @@ Exact and paragraph dedup share one mechanism, in three steps like datatrove's o
      one audit row per removed document naming the kept document it duplicated. It reads only its own
      shard's removal files.
 Near-duplicates use datatrove's MinHash signature, bucket and filter stages with our numpy clusters
-(`steps/minhash_clusters.py`, the same files as datatrove's); `MinhashAudit` has the removed and the kept
+(`fast/minhash_clusters.py`, the same files as datatrove's); `MinhashAudit` has the removed and the kept
 members of every cluster written partitioned by cluster id, and its join step turns one partition of
 all shards into audit rows.
 
@@ -563,9 +563,9 @@ class HashDedupFilter(_HashDedupStep):
         run_docs = records["doc"][run_starts].tolist()
         next_run = documents = 0
         with AuditWriter(self.audit_folder, f"{rank:05d}") as audit:
-            for doc_idx, doc in enumerate(data):
+            for position, doc in enumerate(data):
                 documents += 1
-                if next_run == len(run_docs) or run_docs[next_run] != doc_idx:
+                if next_run == len(run_docs) or run_docs[next_run] != position:
                     self.stat_update("forwarded")
                     yield doc
                     continue
@@ -630,8 +630,7 @@ def _read_partition_lines(folder: Path, part: int) -> Iterator[tuple[Path, str]]
             raise ValueError(f"{index_path}: written for {len(offsets) - 1} parts, part {part} asked for")
         start, end = int(offsets[part]), int(offsets[part + 1])
         text = _read_bytes(data_path, start, end - start).tobytes().decode("utf-8")
-        for line in text.splitlines():
-            yield data_path, line
+        yield from ((data_path, line) for line in text.splitlines())
 
 
 class MinhashAudit:

@@ -33,6 +33,7 @@ class QuietLocalExecutor(LocalPipelineExecutor):
     """datatrove prints every task's INFO log to the console; here the console shows progress bars and
     the task logs go only to `logs/<stage>/logs/task_*.log` (errors still reach the console)."""
 
+    # overrides datatrove's private `LocalPipelineExecutor._run_for_rank`
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
         return super()._run_for_rank(rank, local_rank=max(local_rank, 1), node_rank=node_rank)
 

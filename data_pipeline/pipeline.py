@@ -28,18 +28,18 @@ from data_pipeline.config import PreprocessConfig, SourceConfig
 from data_pipeline.dedup import (EXACT, NEAR, PARAGRAPH, FindHashDuplicates, HashDedupFilter, HashSignatures, MinhashAudit,
                                  dedup_work_folder)
 from data_pipeline.executors import Stage
+from data_pipeline.fast.minhash_buckets import FastMinhashDedupBuckets
+from data_pipeline.fast.minhash_clusters import FastMinhashDedupCluster
+from data_pipeline.fast.minhash_signature import FastMinhashDedupSignature
+from data_pipeline.fast.word_tokenizer import get_word_tokenizer
 from data_pipeline.progress import with_task_monitors
 from data_pipeline.report import WriteReport
 from data_pipeline.sources import SourceReader, list_source_files
 from data_pipeline.steps import GutenbergStripper, HtmlExtractor, LanguageIdentifier, PiiRedactor, TextNormalizer
 from data_pipeline.steps.meter import Meter
-from data_pipeline.steps.minhash import FastMinhashDedupSignature
-from data_pipeline.steps.minhash_buckets import FastMinhashDedupBuckets
-from data_pipeline.steps.minhash_clusters import FastMinhashDedupCluster
 from data_pipeline.steps.quality import QualityFilters
 from data_pipeline.steps.tokenizer_training import PrepareTokenizer
 from data_pipeline.steps.tokens import TokenizeDocuments, WriteBucketShards, WriteManifest
-from data_pipeline.word_tokenizer import get_word_tokenizer
 
 
 class Layout:

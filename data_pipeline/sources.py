@@ -346,7 +346,7 @@ class SourceReader(PipelineStep):
         }
         try:
             for file in self.files[rank::world_size]:
-                self.stat_update("input_files")
+                self.stat_update("input_files", value=1)
                 logger.info(f"reading {file.path}")
                 docs = readers[file.fmt](file)
                 try:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pickle
-import random
 import unicodedata
 from pathlib import Path
 
-import ftfy
 import pytest
 from datatrove.data import Document
 
@@ -15,7 +13,6 @@ from data_pipeline.bad_records import BadRecord, BadRecordLog, read_bad_records
 from data_pipeline.config import ExtractConfig, LanguageConfig, NormalizeConfig, PiiConfig
 from data_pipeline.steps import GutenbergStripper, HtmlExtractor, LanguageIdentifier, PiiRedactor, TextNormalizer
 from data_pipeline.steps import langid
-from data_pipeline.steps.normalize import fix_text_skipping_plain_lines
 
 BOOKS = Path(__file__).resolve().parents[1] / "data" / "sample" / "books"
 
@@ -177,26 +174,6 @@ def test_normalizer_drops_and_logs_text_full_of_replacement_characters(tmp_path)
     assert isinstance(record, BadRecord)
     assert (record.step, record.file, record.location) == ("normalize", "news/feed.jsonl", "rec-7")
     assert "U+FFFD" in record.error
-
-
-# mojibake, HTML entities (and the "<" that turns their unescaping off for the rest of a text), C0 and C1
-# controls, terminal escapes, line breaks of every kind, ligatures, surrogate pairs, plain lines
-FTFY_PIECES = ["plain words", "caf\u00c3\u00a9", "\u00e2\u20ac\u2122", "&amp;", "&lt;b&gt;", "&#x2019;", "&hellip;",
-               "a & b", "<", "x<y", "\x00", "\x07", "\x0b", "\x7f", "\x85", "\x92", "\x1b[31m", "\r\n", "\r", "\u2028",
-               "\t", "\x0c", "\ufb01", "\ud83d\ude00", "\u00a0", "na\u00efve", "\u2014", " ", " ", "\n", "\n", "\n"]
-
-
-@pytest.mark.parametrize("max_decode_length", [1_000_000, 7])
-def test_skipping_plain_lines_gives_ftfys_own_result(max_decode_length):
-    config = TextNormalizer().config._replace(max_decode_length=max_decode_length)
-    rng = random.Random(max_decode_length)
-    changed = 0
-    for _ in range(3000):
-        text = "".join(rng.choice(FTFY_PIECES) for _ in range(rng.randint(0, 30)))
-        expected = ftfy.fix_text(text, config=config)
-        assert fix_text_skipping_plain_lines(text, config) == expected, repr(text)
-        changed += expected != text
-    assert changed > 1000  # the texts gave ftfy work to do
 
 
 def test_normalizer_skipping_plain_lines_or_not_gives_the_same_text():

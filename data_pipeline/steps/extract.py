@@ -9,7 +9,7 @@ from datatrove.utils.typeshelper import StatHints
 
 from data_pipeline.bad_records import BadRecord, BadRecordLog
 from data_pipeline.config import ExtractConfig
-from data_pipeline.steps.discard_xpaths import compiled_discard_xpaths
+from data_pipeline.fast.discard_xpaths import compiled_discard_xpaths
 
 
 class HtmlExtractor(Trafilatura):
@@ -18,7 +18,7 @@ class HtmlExtractor(Trafilatura):
     Extraction runs in datatrove's sandbox process, so a page that hangs or crashes trafilatura costs one
     document, not the task. Such pages are dropped and logged as bad records; a page with no main text is
     dropped and counted (a normal outcome for index and navigation pages, not bad input). With
-    `compiled_xpaths`, trafilatura prunes boilerplate with the selectors of steps/discard_xpaths.py (same
+    `compiled_xpaths`, trafilatura prunes boilerplate with the selectors of fast/discard_xpaths.py (same
     text, faster); without, it runs as stock.
     """
 
@@ -48,7 +48,7 @@ class HtmlExtractor(Trafilatura):
         self.bad_records.start_task(rank)
         with ExtractorSandbox(timeout=self.timeout) as sandbox:
             for doc in data:
-                self.stat_update(StatHints.total)
+                self.stat_update(StatHints.total, value=1)
                 if not doc.metadata.get("is_html"):
                     self.stat_update("passed_through")
                     yield doc

@@ -59,7 +59,7 @@ class GutenbergStripper(PipelineStep):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         for doc in data:
-            self.stat_update(StatHints.total)
+            self.stat_update(StatHints.total, value=1)
             if doc.metadata.get("kind") != "books":
                 yield doc
                 continue

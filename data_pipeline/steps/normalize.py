@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 import unicodedata
 
-import ftfy
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.formatters.ftfy import FTFYFormatter
 from datatrove.utils.typeshelper import StatHints
 
 from data_pipeline.bad_records import BadRecord, BadRecordLog
 from data_pipeline.config import NormalizeConfig
+from data_pipeline.fast.ftfy_lines import fix_text_skipping_plain_lines
 
 UNICODE_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
 REPLACEMENT_CHAR = "\ufffd"
@@ -20,39 +20,6 @@ REPLACEMENT_CHAR = "\ufffd"
 # zero-width space, word joiner, byte order mark. The zero-width (non-)joiners U+200C/U+200D stay: Persian,
 # Indic scripts and emoji sequences need them.
 _INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2060\ufeff]")
-
-# What ftfy never changes: printable ASCII, tab, newline and form feed, but for "&" (HTML entities).
-_FTFY_ACTIVE = re.compile("[^\t\n\x0c\x20-\x7e]|&")
-
-
-def _is_plain(text: str) -> bool:
-    return text.isascii() and not _FTFY_ACTIVE.search(text)
-
-
-def fix_text_skipping_plain_lines(text: str, config: ftfy.TextFixerConfig) -> str:
-    """`ftfy.fix_text(text, config)`, without running ftfy's fixers on lines it would leave as they are.
-
-    ftfy fixes a text line by line, each through a dozen fixers in Python: on mostly-ASCII text that is where
-    normalization spends its time. Its loop is repeated here (the same segments, and the same switch-off of
-    `unescape_html="auto"` from the first line with a "<" on) and a segment made only of characters that no
-    fixer touches is kept as it is.
-    """
-    if _is_plain(text):
-        return text
-    out = []
-    position = 0
-    while position < len(text):
-        end = text.find("\n", position) + 1 or len(text)
-        end = min(end, position + config.max_decode_length)
-        segment = text[position:end]
-        if config.unescape_html == "auto" and "<" in segment:
-            config = config._replace(unescape_html=False)
-        if not _is_plain(segment):
-            segment = ftfy.fix_and_explain(segment, config).text
-        out.append(segment)
-        position = end
-    return "".join(out)
-
 
 class TextNormalizer(FTFYFormatter):
     """Normalizes document text; drops (and logs as a bad record) text with too many U+FFFD characters.
@@ -86,7 +53,7 @@ class TextNormalizer(FTFYFormatter):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         self.bad_records.start_task(rank)
         for doc in data:
-            self.stat_update(StatHints.total)
+            self.stat_update(StatHints.total, value=1)
             with self.track_time():
                 text = self.format(doc.text)
             if text != doc.text:

@@ -4,7 +4,7 @@ Each source names a quality profile (by default the profile named like its kind)
 datatrove's Gopher quality, Gopher repetition, C4 and FineWeb filters once per profile and runs a
 document through the filters of its own profile, recording which filter removed it and why. With the
 "fast" components, the filters split words with FastWordTokenizer, the Gopher repetition counts are those
-of steps/repetition.py and the Gopher quality and C4 filters those of steps/heuristics.py: the same
+of fast/repetition.py and the Gopher quality and C4 filters those of fast/heuristics.py: the same
 decisions as the stock ones.
 """
 
@@ -23,9 +23,9 @@ from datatrove.pipeline.filters import (
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from data_pipeline.config import QualityProfile
-from data_pipeline.steps.heuristics import FastC4QualityFilter, FastGopherQualityFilter
-from data_pipeline.steps.repetition import FastGopherRepetitionFilter
-from data_pipeline.word_tokenizer import get_word_tokenizer
+from data_pipeline.fast.heuristics import FastC4QualityFilter, FastGopherQualityFilter
+from data_pipeline.fast.repetition import FastGopherRepetitionFilter
+from data_pipeline.fast.word_tokenizer import get_word_tokenizer
 
 
 def build_filters(profile: QualityProfile, components: str) -> list[tuple[str, BaseFilter]]:

@@ -124,8 +124,10 @@ class TokenizeDocuments(PipelineStep):
 
         def flush(batch: list[tuple[str, str, int]]) -> None:
             nonlocal written
-            with self.track_time("batch"):
-                encodings = tokenizer.encode_batch([text for _, text, _ in batch], add_special_tokens=False)
+            texts = [text for _, text, _ in batch]
+            timer = self.track_time("batch")
+            with timer:
+                encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
             batch_keys = np.empty(len(batch), dtype=KEY_DTYPE)
             for row, ((unit_id, _, source), enc) in enumerate(zip(batch, encodings)):
                 tokens = np.empty(len(enc.ids) + 1, dtype=dtype)

@@ -6,11 +6,11 @@ number of files (tasks). Here a task takes its hash range of every file (a binar
 mapped file), sorts the rows once in numpy and finds the runs of equal signatures with array
 comparisons; its memory is its share of the bucket (~90 bytes per signature row at 8 hashes per band).
 
-Same output, byte for byte (tests/test_minhash_buckets.py): the task's hash range is the one datatrove
+Same output, byte for byte (tests/fast/test_minhash_buckets.py): the task's hash range is the one datatrove
 derives from the bucket's first file; in the order of (signature, file, document) every signature equal
 to the one before it gives the pair (file stem and document of the one before, its own). Index folders
 (deduplicating against an earlier corpus) are not supported: the pipeline does not use them.
-Verified against datatrove 0.10.1.
+Verified against datatrove 0.10 (the ranges `data_pipeline.fast.versions` checks at import).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.utils.logging import logger
 
+from data_pipeline.fast.minhash_signature import MERSENNE_PRIME
+
 SIGNATURE_SUFFIX = ".minhash.sig"
-# datatrove's upper bound of 64-bit MinHash values (its private `_mersenne_prime`): 2**61 - 1
-_MERSENNE_PRIME_61 = (1 << 61) - 1
 
 
 def signature_row_dtype(config: MinhashConfig) -> np.dtype:
@@ -56,7 +56,7 @@ class FastMinhashDedupBuckets(PipelineStep):
 
     def hash_range(self, first_file: np.ndarray | None, worker: int, workers: int) -> tuple[int, int]:
         """[low, high) of the first hash for this worker of its bucket: cut at evenly spaced rows of the first file."""
-        high_default = _MERSENNE_PRIME_61 if self.config.hash_config.precision == 64 else self.config.hash_config.max
+        high_default = MERSENNE_PRIME if self.config.hash_config.precision == 64 else self.config.hash_config.max
         low, high = 0, high_default
         if workers > 1 and first_file is not None and len(first_file):
             lines = len(first_file)

@@ -7,10 +7,10 @@ from datatrove.data import Document
 from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter
 
 from bench.corpus_texts import book_texts, news_texts, web_texts
-from data_pipeline.steps.heuristics import FastC4QualityFilter, FastGopherQualityFilter
-from data_pipeline.word_tokenizer import get_word_tokenizer
+from data_pipeline.fast.heuristics import FastC4QualityFilter, FastGopherQualityFilter
+from data_pipeline.fast.word_tokenizer import get_word_tokenizer
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 WORDS = "the be to of and that have with cat sat on mat dog ran far away extraordinarily uncharacteristically".split()
 SYMBOLS = ["#", "...", "…", "-", "•", "!!", "(", ")", "{", "[edit]", "[12]", "2024", "x" * 40, "ß", "’s"]

@@ -7,12 +7,14 @@ quality step's time on the benchmark corpus. `NGramCounts` finds equal n-grams w
 codes of word sequences, polynomial hashes of joined words) and builds strings only for the n-grams that
 occur more than once, which it compares as strings, so a hash collision cannot change a count. The one
 count that is sequential (the scan that jumps past each repeated n-gram) loops only over those.
-tests/test_repetition.py checks every count and decision against datatrove's own functions.
+tests/fast/test_repetition.py checks every count and decision against datatrove's own functions.
+Verified against datatrove 0.10 (the ranges `data_pipeline.fast.versions` checks at import).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from itertools import chain
 from functools import cached_property
 
 import numpy as np
@@ -20,6 +22,8 @@ import numpy as np
 from datatrove.data import Document
 from datatrove.pipeline.filters import GopherRepetitionFilter
 from datatrove.utils.text import split_into_words
+
+from data_pipeline.fast.thresholds import ABOVE, first_failure
 
 
 def duplicates(items: list[str]) -> tuple[int, int]:
@@ -151,6 +155,16 @@ class NGramCounts:
         return hashes * 2**31 + (offsets[n:] - offsets[:count])
 
 
+def _repeated_parts(kind: str, parts: list[str], size: int, max_repeated: float, max_repeated_chars: float
+                    ) -> bool | tuple[bool, str]:
+    """The checks on the `parts` (paragraphs or lines) of a text of `size` characters that repeat an earlier part."""
+    repeated, repeated_chars = duplicates(parts)
+    return first_failure(
+        (f"dup_{kind}_frac", max_repeated, ABOVE, lambda: repeated / len(parts)),
+        (f"dup_{kind}_char_frac", max_repeated_chars, ABOVE, lambda: repeated_chars / size),
+    )
+
+
 class FastGopherRepetitionFilter(GopherRepetitionFilter):
     """Drop-in for `GopherRepetitionFilter`: the same constructor, checks, order and reasons."""
 
@@ -158,27 +172,24 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
         text = doc.text
         if not text:
             return False, "empty"
+        size = len(text)
 
-        paragraphs = self.paragraph_exp.split(text.strip())
-        duplicate_paragraphs, duplicate_chars = duplicates(paragraphs)
-        if self.dup_para_frac and duplicate_paragraphs / len(paragraphs) > self.dup_para_frac:
-            return False, "dup_para_frac"
-        if self.dup_para_char_frac and duplicate_chars / len(text) > self.dup_para_char_frac:
-            return False, "dup_para_char_frac"
+        outcome = _repeated_parts("para", self.paragraph_exp.split(text.strip()), size,
+                                  self.dup_para_frac, self.dup_para_char_frac)
+        if outcome is not True:
+            return outcome
+        lines = self._line_splitter.split(text)  # datatrove's private `GopherRepetitionFilter._line_splitter`
+        outcome = _repeated_parts("line", lines, size, self.dup_line_frac, self.dup_line_char_frac)
+        if outcome is not True:
+            return outcome
 
-        lines = self._line_splitter.split(text)
-        duplicate_lines, duplicate_chars = duplicates(lines)
-        if self.dup_line_frac and duplicate_lines / len(lines) > self.dup_line_frac:
-            return False, "dup_line_frac"
-        if self.dup_line_char_frac and duplicate_chars / len(text) > self.dup_line_char_frac:
-            return False, "dup_line_char_frac"
-
+        # n-gram limits are checked even when 0
         counts = NGramCounts(split_into_words(text, self.language))
-        for n, max_fraction in self.top_n_grams:
-            top_chars = counts.top_chars(n)
-            if top_chars is not None and top_chars / len(text) > max_fraction:
-                return False, f"top_{n}_gram"
-        for n, max_fraction in self.dup_n_grams:
-            if counts.repeated_chars(n) / len(text) > max_fraction:
-                return False, f"duplicated_{n}_n_grams"
+        top = ((f"top_{n}_gram", limit, lambda n=n: counts.top_chars(n)) for n, limit in self.top_n_grams)
+        repeated = ((f"duplicated_{n}_n_grams", limit, lambda n=n: counts.repeated_chars(n))
+                    for n, limit in self.dup_n_grams)
+        for reason, max_fraction, measure in chain(top, repeated):
+            chars = measure()  # None: no n-gram of that size
+            if chars is not None and chars / size > max_fraction:
+                return False, reason
         return True

@@ -13,10 +13,10 @@ from datatrove.pipeline.filters.gopher_repetition_filter import (
 )
 
 from bench.corpus_texts import book_texts, news_texts
-from data_pipeline.steps.repetition import FastGopherRepetitionFilter, NGramCounts, duplicates
-from data_pipeline.word_tokenizer import get_word_tokenizer
+from data_pipeline.fast.repetition import FastGopherRepetitionFilter, NGramCounts, duplicates
+from data_pipeline.fast.word_tokenizer import get_word_tokenizer
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 SIZES = list(range(1, 11))
 

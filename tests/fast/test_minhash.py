@@ -12,10 +12,10 @@ from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import TextNormConfig, simplify_text
 
 from bench.corpus_texts import book_texts, news_texts
-from data_pipeline.steps.minhash import FastMinhashDedupSignature, fast_simplify_text, remove_diacritics
-from data_pipeline.word_tokenizer import get_word_tokenizer
+from data_pipeline.fast.minhash_signature import FastMinhashDedupSignature, fast_simplify_text, remove_diacritics
+from data_pipeline.fast.word_tokenizer import get_word_tokenizer
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 # accents precomposed and combining, marks at the edges and alone, scripts whose marks are Mn (Devanagari,
 # Hebrew points), marks of other categories (Mc, Me) that must stay, digits of other scripts, whitespace

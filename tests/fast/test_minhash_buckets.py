@@ -7,8 +7,8 @@ import pytest
 from datatrove.pipeline.dedup import MinhashDedupBuckets
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 
-from data_pipeline.steps.minhash import FastMinhashDedupSignature
-from data_pipeline.steps.minhash_buckets import FastMinhashDedupBuckets
+from data_pipeline.fast.minhash_buckets import FastMinhashDedupBuckets
+from data_pipeline.fast.minhash_signature import FastMinhashDedupSignature
 
 from .test_minhash_clusters import corpus_documents
 

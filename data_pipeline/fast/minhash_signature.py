@@ -7,7 +7,8 @@ hashes each n-gram. Its signature then permutes every shingle's hash in one arra
 caches for a long document. Here the marks are deleted by `str.translate` from the runs of non-ASCII
 characters only (ASCII has none), the n-grams are joined and hashed by `map` over C functions, and the
 permuted hashes are computed and reduced to their minimum a block of shingles at a time, in place.
-tests/test_minhash.py checks simplified texts, shingles and signatures against datatrove's.
+tests/fast/test_minhash.py checks simplified texts, shingles and signatures against datatrove's.
+Verified against datatrove 0.10 (the ranges `data_pipeline.fast.versions` checks at import).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import numpy as np
 import xxhash
 
 from datatrove.pipeline.dedup import MinhashDedupSignature
-from datatrove.pipeline.dedup.minhash import _mersenne_prime
+# datatrove's private `dedup.minhash._mersenne_prime` (2**61 - 1): the modulus of its hash permutations
+from datatrove.pipeline.dedup.minhash import _mersenne_prime as MERSENNE_PRIME
 from datatrove.utils.hashes import xxhash as datatrove_xxhash
 from datatrove.utils.text import TextNormConfig, simplify_text
 
@@ -66,7 +68,8 @@ class FastMinhashDedupSignature(MinhashDedupSignature):
         words = self.word_tokenizer.word_tokenize(fast_simplify_text(text, self.config.norm_config))
         n = self.config.n_grams
         n_grams = map(" ".join, zip(*(words[i:] for i in range(n))))
-        hash_function = _C_HASH_FUNCTIONS.get(self._hash_func, self._hash_func)
+        upstream_hash = self._hash_func  # datatrove's private `MinhashDedupSignature._hash_func`
+        hash_function = _C_HASH_FUNCTIONS.get(upstream_hash, upstream_hash)
         return np.fromiter(map(hash_function, n_grams), dtype=np.uint64).reshape((-1, 1))
 
     def get_signature(self, shingles: np.ndarray) -> list[list[int]]:
@@ -78,7 +81,7 @@ class FastMinhashDedupSignature(MinhashDedupSignature):
         for start in range(0, len(shingles), _SIGNATURE_BLOCK_ROWS):
             permuted = shingles[start : start + _SIGNATURE_BLOCK_ROWS] * a  # uint64 wraps around, as datatrove's
             permuted += b
-            permuted %= _mersenne_prime
+            permuted %= MERSENNE_PRIME
             if hash_config.precision == 32:  # masked before the minimum, as datatrove does
                 permuted &= hash_config.max
             block_smallest = permuted.min(axis=0)

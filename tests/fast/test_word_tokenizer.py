@@ -34,10 +34,10 @@ from spacy.lang.tokenizer_exceptions import URL_PATTERN
 from spacy.symbols import ORTH
 
 from bench.corpus_texts import book_texts, news_texts, web_texts
-from data_pipeline import word_tokenizer
-from data_pipeline.word_tokenizer import FastWordTokenizer, get_word_tokenizer
+from data_pipeline.fast import word_tokenizer
+from data_pipeline.fast.word_tokenizer import FastWordTokenizer, get_word_tokenizer
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 BOOK_CHUNK_STRIDE = 6  # keep every 6th chunk
 SPEECH_STRIDE = 6  # keep every 6th State of the Union address

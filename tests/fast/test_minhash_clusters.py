@@ -13,10 +13,10 @@ from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, M
 from datatrove.pipeline.dedup.minhash import SENTINEL, MinhashConfig
 
 from bench.corpus_texts import book_texts, news_texts
-from data_pipeline.steps.minhash import FastMinhashDedupSignature
-from data_pipeline.steps.minhash_clusters import FastMinhashDedupCluster, TruncatedPairsFile
+from data_pipeline.fast.minhash_clusters import FastMinhashDedupCluster, TruncatedPairsFile
+from data_pipeline.fast.minhash_signature import FastMinhashDedupSignature
 
-from .conftest import ROOT, SAMPLE
+from ..conftest import ROOT, SAMPLE
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:

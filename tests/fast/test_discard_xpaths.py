@@ -9,7 +9,7 @@ from lxml import etree, html
 from trafilatura import core, external, htmlprocessing, main_extractor, xpaths
 
 from bench.corpus_texts import web_pages
-from data_pipeline.steps.discard_xpaths import (
+from data_pipeline.fast.discard_xpaths import (
     PRUNING_LISTS,
     CompiledDiscardXPath,
     UnsupportedXPath,
@@ -17,7 +17,7 @@ from data_pipeline.steps.discard_xpaths import (
     compiled_discard_xpaths,
 )
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 EXTRACT_OPTIONS = dict(favor_precision=True, include_comments=False, deduplicate=False, include_tables=True)
 TRAFILATURA_MODULES = (core, external, htmlprocessing, main_extractor)

@@ -22,6 +22,7 @@ pair; collecting the keys and computing the cluster ids briefly take about as mu
 document in bench/minhash_clusters.py, against ~160-180 for datatrove's step). Pairs are read `block_pairs` at a
 time, a few tens of MiB of temporaries whatever the input's size. The pairs files are read twice: once for the
 keys, once for the unions.
+Verified against datatrove 0.10 (the ranges `data_pipeline.fast.versions` checks at import).
 """
 
 from __future__ import annotations
@@ -179,12 +180,10 @@ class FastMinhashDedupCluster(PipelineStep):
         super().__init__()
         if block_pairs < 1:
             raise ValueError(f"block_pairs must be >= 1, got {block_pairs}")
-        self.input_folder = get_datafolder(input_folder)
-        self.output_folder = get_datafolder(output_folder)
-        self.config = config or MinhashConfig()
-        self.save_cluster_id = save_cluster_id
-        self.save_cluster_size = save_cluster_size
-        self.ignore_index_matches = ignore_index_matches
+        self.input_folder, self.output_folder = get_datafolder(input_folder), get_datafolder(output_folder)
+        self.config = MinhashConfig() if config is None else config
+        self.save_cluster_id, self.save_cluster_size = save_cluster_id, save_cluster_size
+        self.ignore_index_matches = bool(ignore_index_matches)
         self.block_pairs = block_pairs
 
     def pair_blocks(self, filename: str) -> Iterator[np.ndarray]:
