@@ -299,7 +299,8 @@ def derive_batch(batch: BatchSection, world_size: int) -> BatchSizes:
 def _validate_model(m: ModelConfig) -> None:
     for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len"):
         value = getattr(m, name)
-        _require(_is_set(value), f"model.{name}", "missing: pick a model preset (model=tiny|125m|350m|1.3b|7b) or set it")
+        _require(_is_set(value), f"model.{name}",
+                 f"missing: pick a model preset (model={'|'.join(model_preset_names())}) or set it")
         _require(value >= 1, f"model.{name}", f"{value}: must be positive")
     _require(m.vocab_size is None or m.vocab_size >= 1, "model.vocab_size", f"{m.vocab_size}: must be positive (or null)")
     _require(m.ffn_hidden_dim is None or m.ffn_hidden_dim >= 1, "model.ffn_hidden_dim",
