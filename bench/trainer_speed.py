@@ -74,7 +74,7 @@ def worker(args) -> None:
     from data_pipeline import manifest as manifest_lib
     from pretrain.config import compose
     from pretrain.data import DataConfig, build_train_batches
-    from pretrain.model import ModelConfig, Transformer
+    from pretrain.model import Transformer
     from pretrain.optim import build_optimizer
 
     torch.set_num_threads(1)
@@ -84,7 +84,7 @@ def worker(args) -> None:
     cfg = compose([f"model={args.model}", f"data.path={args.data}"])
     vocab = manifest_lib.read(args.data)["tokenizer"]["vocab_size"]
     torch.manual_seed(cfg.seed)
-    model = Transformer(ModelConfig(**cfg.model.model_kwargs(vocab)))
+    model = Transformer(cfg.model.with_vocab(vocab))
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = build_optimizer(model, cfg.optim, cfg.deepspeed)

@@ -213,7 +213,8 @@ def consolidated_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def load_model(path: str | os.PathLike):
     """(model in fp32 on CPU, its ModelConfig, the trainer state) of a checkpoint, for tools."""
-    from pretrain.model import ModelConfig, Transformer
+    from pretrain.config import ModelConfig
+    from pretrain.model import Transformer
 
     path = resolve_checkpoint(path)
     state = read_state(path)

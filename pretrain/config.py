@@ -1,19 +1,19 @@
-"""Typed configuration of the trainer, and the DeepSpeed JSON derived from it.
+"""Typed configuration of the trainer: the one definition of every setting.
 
 The dataclasses below are the Hydra schema (registered in the ConfigStore by `register_configs`,
 primary config `conf/train.yaml`): an unknown key or a wrong type fails while Hydra composes the
 config, naming the key. `validate(cfg, world_size)` then checks what types cannot express (ranges,
-known kinds, the batch arithmetic) before any model is built. `deepspeed_config` turns the one
-config into DeepSpeed's JSON, so no setting lives in two places.
+known kinds, the batch arithmetic) before any model is built. `ModelConfig` is also what the model is
+built from, `DataConfig` what the data loader reads; the model presets are `conf/model/*.yaml` only
+(`model_preset` reads one outside Hydra). The DeepSpeed JSON is generated from this config by
+`pretrain.engine.deepspeed_config`.
 
 This module imports neither torch nor deepspeed (a bad config fails in well under a second).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +50,9 @@ _OWNED_ZERO_KEYS = {
 }
 
 
-@dataclass
-class ModelSection:
-    """The fields of `pretrain.model.ModelConfig`; `vocab_size: null` takes it from the data manifest."""
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The model's shape (conf/model/*.yaml); `vocab_size: null` takes it from the data manifest."""
 
     vocab_size: Optional[int] = None
     dim: int = MISSING
@@ -67,14 +67,82 @@ class ModelSection:
     tie_embeddings: bool = False
     init_std: float = 0.02
 
-    def model_kwargs(self, vocab_size: Optional[int] = None) -> dict[str, Any]:
-        """Keyword arguments for `ModelConfig`; `vocab_size` fills in a null `model.vocab_size`."""
-        out = dataclasses.asdict(self)
-        if out["vocab_size"] is None:
-            out["vocab_size"] = vocab_size
-        _require(out["vocab_size"] is not None, "model.vocab_size",
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        if self.ffn_hidden_dim is not None:
+            return self.ffn_hidden_dim
+        hidden = int(8 * self.dim / 3)
+        return self.multiple_of * -(-hidden // self.multiple_of)
+
+    def with_vocab(self, vocab_size: Optional[int] = None) -> ModelConfig:
+        """A copy whose null `vocab_size` is filled in by `vocab_size` (the data manifest's)."""
+        vocab = self.vocab_size if self.vocab_size is not None else vocab_size
+        _require(vocab is not None, "model.vocab_size",
                  "null and no vocabulary size given (it comes from the data manifest)")
-        return out
+        return dataclasses.replace(self, vocab_size=vocab)
+
+    def validate(self) -> ModelConfig:
+        """Check a shape to build (vocab_size set): ValueError naming the field."""
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len"):
+            _check_positive_int(name, getattr(self, name))
+        if self.ffn_hidden_dim is not None:
+            _check_positive_int("ffn_hidden_dim", self.ffn_hidden_dim)
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"model.{name}: must be a positive number, got {value!r}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"model.tie_embeddings: must be true or false, got {self.tie_embeddings!r}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"model.dim: {self.dim} is not divisible by model.n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"model.n_heads: {self.n_heads} is not divisible by model.n_kv_heads={self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"model.dim: the head dim {self.dim}/{self.n_heads}={self.head_dim} must be even for RoPE")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        """Build and validate a config; unknown or missing keys are errors naming the key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ValueError(f"model.{key}: unknown key (known: {', '.join(sorted(known))})")
+        for key in ("dim", "n_layers", "n_heads", "n_kv_heads"):
+            if key not in values:
+                raise ValueError(f"model.{key}: missing")
+        return cls(**values).validate()
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"model.{name}: must be a positive integer, got {value!r}")
+
+
+def model_preset_names() -> list[str]:
+    """The presets: the files of conf/model."""
+    return sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    """Preset `name` (conf/model/<name>.yaml) with `overrides`, validated: for tools and tests outside Hydra
+    (the vocabulary size comes from the caller, the presets leave it null)."""
+    from omegaconf import OmegaConf
+
+    names = model_preset_names()
+    if name not in names:
+        raise ConfigError(f"model.preset: unknown preset {name!r} (choose from {', '.join(names)})")
+    values = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
+    values.pop("defaults", None)  # the schema, merged here directly
+    merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), values, overrides)
+    return OmegaConf.to_object(merged).validate()
 
 
 @dataclass
@@ -91,10 +159,13 @@ class OptimSection:
 
 
 @dataclass
-class DataSection:
+class DataConfig:
+    """The training data, as `pretrain.data.build_train_batches` reads it."""
+
     path: str = "outputs/data"  # the shard folder holding manifest.json (python -m data_pipeline's output_dir)
-    seq_len: int = II("model.max_seq_len")
-    # source name (as in the manifest) -> sampling weight; empty = every source, in proportion to its tokens
+    seq_len: int = II("model.max_seq_len")  # tokens per sample the model sees (each sample reads seq_len + 1)
+    # source name (as in the manifest) -> sampling weight; empty = every source, in proportion to its tokens.
+    # With weights, every source of the train split needs one (0 leaves it out).
     weights: dict[str, float] = field(default_factory=dict)
     seed: int = 1234
 
@@ -159,9 +230,9 @@ class MemorySection:
 
 @dataclass
 class TrainConfig:
-    model: ModelSection = field(default_factory=ModelSection)
+    model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimSection = field(default_factory=OptimSection)
-    data: DataSection = field(default_factory=DataSection)
+    data: DataConfig = field(default_factory=DataConfig)
     deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
     batch: BatchSection = field(default_factory=BatchSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
@@ -225,10 +296,11 @@ def derive_batch(batch: BatchSection, world_size: int) -> BatchSizes:
                       f"batch.global_batch_size ({given})")
 
 
-def _validate_model(m: ModelSection) -> None:
+def _validate_model(m: ModelConfig) -> None:
     for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len"):
         value = getattr(m, name)
-        _require(_is_set(value), f"model.{name}", "missing: pick a model preset (model=tiny|125m|350m|1.3b|7b) or set it")
+        _require(_is_set(value), f"model.{name}",
+                 f"missing: pick a model preset (model={'|'.join(model_preset_names())}) or set it")
         _require(value >= 1, f"model.{name}", f"{value}: must be positive")
     _require(m.vocab_size is None or m.vocab_size >= 1, "model.vocab_size", f"{m.vocab_size}: must be positive (or null)")
     _require(m.ffn_hidden_dim is None or m.ffn_hidden_dim >= 1, "model.ffn_hidden_dim",
@@ -253,7 +325,8 @@ def _check_owned(section: Any, owned: dict, prefix: str) -> None:
         _require(not clash, f"{prefix}.{what}", f"generated from the config: set {instead} instead")
 
 
-def _validate_extra(extra: dict) -> None:
+def validate_extra(extra: dict) -> None:
+    """`deepspeed.extra` may not set what the typed config generates (see `_OWNED_DS_KEYS`)."""
     _check_owned(extra, _OWNED_DS_KEYS, "deepspeed.extra")
     _check_owned(extra.get("zero_optimization"), _OWNED_ZERO_KEYS, "deepspeed.extra.zero_optimization")
 
@@ -302,7 +375,7 @@ def validate(cfg: TrainConfig, world_size: int) -> BatchSizes:
              f"needs ZeRO stage 1, 2 or 3 (deepspeed.zero_stage={ds.zero_stage})")
     _require(ds.offload_param == "none" or ds.zero_stage == 3, "deepspeed.offload_param",
              f"needs ZeRO stage 3 (deepspeed.zero_stage={ds.zero_stage})")
-    _validate_extra(ds.extra)
+    validate_extra(ds.extra)
 
     sizes = derive_batch(cfg.batch, world_size)
 
@@ -345,86 +418,15 @@ def validate_against_manifest(cfg: TrainConfig, manifest: dict) -> int:
     return vocab
 
 
-def _on_cpu() -> bool:
-    if os.environ.get("DS_ACCELERATOR") == "cpu":
-        return True
-    import torch  # only here: the config module stays light
-
-    return not torch.cuda.is_available()
-
-
-def uses_bf16(ds: DeepSpeedSection, on_cpu: bool) -> bool:
-    """precision auto: bf16 on GPUs, fp32 on CPUs."""
-    return ds.precision == "bf16" or (ds.precision == "auto" and not on_cpu)
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if value is None:
-            base.pop(key, None)
-        elif isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
-
-
-def bucket_size(model: ModelSection) -> int:
-    """ZeRO communication bucket (elements): about two layers' parameters, within [5e6, 5e8]."""
-    return int(min(5e8, max(5e6, 24 * model.dim * model.dim)))
-
-
-def deepspeed_config(cfg: TrainConfig, world_size: int, *, load_universal: bool = False,
-                     on_cpu: Optional[bool] = None) -> dict[str, Any]:
-    """DeepSpeed's JSON, generated from `cfg` (the only source of truth), then `deepspeed.extra` merged in.
-
-    No "optimizer"/"scheduler": the trainer passes its own (pretrain/optim.py).
-    `load_universal`: load a universal checkpoint (resuming on another world size).
-    `on_cpu`: null = detect (no CUDA device, or DS_ACCELERATOR=cpu); on CPU nothing is pinned and
-    communication is not overlapped.
-    """
-    sizes = derive_batch(cfg.batch, world_size)
-    ds = cfg.deepspeed
-    if on_cpu is None:
-        on_cpu = _on_cpu()
-    zero: dict[str, Any] = {"stage": ds.zero_stage}
-    if ds.zero_stage >= 1:
-        bucket = bucket_size(cfg.model)
-        zero.update(contiguous_gradients=True, overlap_comm=not on_cpu, reduce_bucket_size=bucket)
-        if ds.zero_stage <= 2:
-            zero.update(allgather_partitions=True, allgather_bucket_size=bucket, reduce_scatter=True)
-        else:
-            zero.update(stage3_prefetch_bucket_size=bucket,
-                        stage3_param_persistence_threshold=10 * cfg.model.dim,
-                        stage3_gather_16bit_weights_on_model_save=False)
-        if ds.offload_optimizer != "none":
-            zero["offload_optimizer"] = {"device": ds.offload_optimizer, "pin_memory": not on_cpu}
-        if ds.offload_param != "none":
-            zero["offload_param"] = {"device": ds.offload_param, "pin_memory": not on_cpu}
-    out: dict[str, Any] = {
-        "train_batch_size": sizes.global_batch_size,
-        "train_micro_batch_size_per_gpu": sizes.micro_batch_size,
-        "gradient_accumulation_steps": sizes.grad_accum_steps,
-        "gradient_clipping": float(cfg.optim.grad_clip),
-        "zero_optimization": zero,
-        "bf16": {"enabled": uses_bf16(ds, on_cpu)},
-        "steps_per_print": 10**12,  # the trainer logs
-        "wall_clock_breakdown": False,
-        "checkpoint": {"load_universal": bool(load_universal)},
-    }
-    _validate_extra(ds.extra)
-    return _deep_merge(out, dict(ds.extra))
-
-
 def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     # group schemas: every group file starts with `defaults: [<group>_schema, _self_]`
-    cs.store(group="model", name="model_schema", node=ModelSection)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="optim", name="optim_schema", node=OptimSection)
-    cs.store(group="data", name="data_schema", node=DataSection)
+    cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="deepspeed", name="deepspeed_schema", node=DeepSpeedSection)
     cs.store(group="logging", name="logging_schema", node=LoggingSection)
 

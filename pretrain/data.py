@@ -52,7 +52,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,7 @@ import torch
 
 from data_pipeline import manifest as manifest_lib
 from data_pipeline.shards import TOKEN_DTYPES, ShardReader, token_dtype_for_vocab
+from pretrain.config import DataConfig
 
 __all__ = [
     "DataConfig",
@@ -73,20 +74,6 @@ __all__ = [
 ]
 
 STATE_KEYS = ("seed", "epoch", "samples_consumed")
-
-
-@dataclass
-class DataConfig:
-    """What the trainer's config says about its data."""
-
-    path: str  # folder with the data pipeline's manifest.json (required)
-    seq_len: int = 256  # tokens per sample the model sees (each sample reads seq_len + 1 tokens)
-    # source -> sampling weight; empty: proportional to each source's tokens. With weights, every source
-    # of the train split needs one (0 leaves it out).
-    weights: dict[str, float] = field(default_factory=dict)
-    seed: int = 1234
-    train_split: str = "train"
-    val_split: str = "val"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -602,9 +589,9 @@ class TrainBatches:
 def build_train_batches(cfg: DataConfig, micro_batch_size: int, dp_rank: int = 0, dp_world: int = 1,
                         global_batch_size: int | None = None, prefetch: int = 4,
                         manifest: dict | None = None) -> TrainBatches:
-    """The train loader of `cfg` (split `cfg.train_split`, mixed by `cfg.weights`) for one rank; `manifest`:
-    the folder's manifest already read (else it is read here)."""
-    dataset = PackedShardDataset(cfg.path, cfg.train_split, cfg.seq_len, access="random", manifest=manifest)
+    """The train loader of `cfg` (split "train", mixed by `cfg.weights`) for one rank; `manifest`: the folder's
+    manifest already read (else it is read here)."""
+    dataset = PackedShardDataset(cfg.path, "train", cfg.seq_len, access="random", manifest=manifest)
     order = MixedSampleOrder(dataset.samples_per_source, dict(cfg.weights), cfg.seed)
     return TrainBatches(dataset, order, micro_batch_size, dp_rank, dp_world, global_batch_size, prefetch)
 

@@ -1,22 +1,95 @@
 """Everything applied to the model from outside it: where and how it is built (on the device, or
 partitioned across ranks under ZeRO-3), activation checkpointing, the DeepSpeed engine (ZeRO,
-precision, offload), torch.compile, and the device settings (TF32, the attention kernel). The model
-file stays plain PyTorch."""
+precision, offload) and its JSON, generated from the typed config (`deepspeed_config`: no
+ds_config.json, so no setting lives in two places), torch.compile, and the device settings (TF32,
+the attention kernel). The model file stays plain PyTorch."""
 
 from __future__ import annotations
 
+import copy
 import datetime
 import functools
+import os
 import sys
+from typing import Any, Optional
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from pretrain import collectives
-from pretrain.config import TrainConfig, deepspeed_config
+from pretrain.config import DeepSpeedSection, ModelConfig, TrainConfig, derive_batch, validate_extra
 from pretrain.distributed import DistEnv
-from pretrain.model import ModelConfig, Transformer
+from pretrain.model import Transformer
 from pretrain.optim import build_optimizer, build_scheduler
+
+
+def _on_cpu() -> bool:
+    if os.environ.get("DS_ACCELERATOR") == "cpu":
+        return True
+    return not torch.cuda.is_available()
+
+
+def uses_bf16(ds: DeepSpeedSection, on_cpu: bool) -> bool:
+    """precision auto: bf16 on GPUs, fp32 on CPUs."""
+    return ds.precision == "bf16" or (ds.precision == "auto" and not on_cpu)
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if value is None:
+            base.pop(key, None)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def bucket_size(model: ModelConfig) -> int:
+    """ZeRO communication bucket (elements): about two layers' parameters, within [5e6, 5e8]."""
+    return int(min(5e8, max(5e6, 24 * model.dim * model.dim)))
+
+
+def deepspeed_config(cfg: TrainConfig, world_size: int, *, load_universal: bool = False,
+                     on_cpu: Optional[bool] = None) -> dict[str, Any]:
+    """DeepSpeed's JSON, generated from `cfg` (the only source of truth), then `deepspeed.extra` merged in.
+
+    No "optimizer"/"scheduler": the trainer passes its own (pretrain/optim.py).
+    `load_universal`: load a universal checkpoint (resuming on another world size).
+    `on_cpu`: null = detect (no CUDA device, or DS_ACCELERATOR=cpu); on CPU nothing is pinned and
+    communication is not overlapped.
+    """
+    sizes = derive_batch(cfg.batch, world_size)
+    ds = cfg.deepspeed
+    if on_cpu is None:
+        on_cpu = _on_cpu()
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.zero_stage >= 1:
+        bucket = bucket_size(cfg.model)
+        zero.update(contiguous_gradients=True, overlap_comm=not on_cpu, reduce_bucket_size=bucket)
+        if ds.zero_stage <= 2:
+            zero.update(allgather_partitions=True, allgather_bucket_size=bucket, reduce_scatter=True)
+        else:
+            zero.update(stage3_prefetch_bucket_size=bucket,
+                        stage3_param_persistence_threshold=10 * cfg.model.dim,
+                        stage3_gather_16bit_weights_on_model_save=False)
+        if ds.offload_optimizer != "none":
+            zero["offload_optimizer"] = {"device": ds.offload_optimizer, "pin_memory": not on_cpu}
+        if ds.offload_param != "none":
+            zero["offload_param"] = {"device": ds.offload_param, "pin_memory": not on_cpu}
+    out: dict[str, Any] = {
+        "train_batch_size": sizes.global_batch_size,
+        "train_micro_batch_size_per_gpu": sizes.micro_batch_size,
+        "gradient_accumulation_steps": sizes.grad_accum_steps,
+        "gradient_clipping": float(cfg.optim.grad_clip),
+        "zero_optimization": zero,
+        "bf16": {"enabled": uses_bf16(ds, on_cpu)},
+        "steps_per_print": 10**12,  # the trainer logs
+        "wall_clock_breakdown": False,
+        "checkpoint": {"load_universal": bool(load_universal)},
+    }
+    validate_extra(ds.extra)
+    return _deep_merge(out, dict(ds.extra))
 
 
 def apply_activation_checkpointing(model: torch.nn.Module) -> None:

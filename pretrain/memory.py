@@ -27,8 +27,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pretrain.config import TrainConfig
-from pretrain.model import ModelConfig, num_params_from_config
+from pretrain.config import ModelConfig, TrainConfig
+from pretrain.model import num_params_from_config
 
 GIB = 2**30
 
@@ -173,7 +173,8 @@ def check_before_start(m: ModelConfig, cfg: TrainConfig, world_size: int, micro_
     estimate_only the plan is for GPUs: precision auto counts as bf16."""
     import torch
 
-    from pretrain.config import ConfigError, uses_bf16
+    from pretrain.config import ConfigError
+    from pretrain.engine import uses_bf16
 
     on_gpu = torch.cuda.is_available()
     bf16 = uses_bf16(cfg.deepspeed, on_cpu=not (on_gpu or cfg.estimate_only))

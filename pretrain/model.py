@@ -10,105 +10,17 @@ outside (each block is one entry of `Transformer.layers`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pretrain.config import ModelConfig
+
 IGNORE_INDEX = -100
 
 # `enable_gqa` appeared in torch 2.5; older versions get the kv heads repeated explicitly.
 _SDPA_ENABLE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
-
-
-@dataclass(kw_only=True)
-class ModelConfig:
-    vocab_size: int = 8192
-    dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    ffn_hidden_dim: int | None = None  # None: Llama's rule, 8/3 * dim rounded up to multiple_of
-    multiple_of: int = 256
-    max_seq_len: int = 2048
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-    tie_embeddings: bool = False
-    init_std: float = 0.02
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    @property
-    def ffn_dim(self) -> int:
-        if self.ffn_hidden_dim is not None:
-            return self.ffn_hidden_dim
-        hidden = int(8 * self.dim / 3)
-        return self.multiple_of * -(-hidden // self.multiple_of)
-
-    def validate(self) -> ModelConfig:
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len"):
-            _check_positive_int(name, getattr(self, name))
-        if self.ffn_hidden_dim is not None:
-            _check_positive_int("ffn_hidden_dim", self.ffn_hidden_dim)
-        for name in ("rope_theta", "norm_eps", "init_std"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"model.{name}: must be a positive number, got {value!r}")
-        if not isinstance(self.tie_embeddings, bool):
-            raise ValueError(f"model.tie_embeddings: must be true or false, got {self.tie_embeddings!r}")
-        if self.dim % self.n_heads:
-            raise ValueError(f"model.dim: {self.dim} is not divisible by model.n_heads={self.n_heads}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"model.n_heads: {self.n_heads} is not divisible by model.n_kv_heads={self.n_kv_heads}")
-        if self.head_dim % 2:
-            raise ValueError(f"model.dim: the head dim {self.dim}/{self.n_heads}={self.head_dim} must be even for RoPE")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        """Build and validate a config; unknown or missing keys are errors naming the key."""
-        known = {f.name for f in fields(cls)}
-        for key in values:
-            if key not in known:
-                raise ValueError(f"model.{key}: unknown key (known: {', '.join(sorted(known))})")
-        for key in ("dim", "n_layers", "n_heads", "n_kv_heads"):
-            if key not in values:
-                raise ValueError(f"model.{key}: missing")
-        return cls(**values).validate()
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> ModelConfig:
-        if name not in MODEL_PRESETS:
-            raise ValueError(f"model.preset: unknown preset {name!r} (choose from {', '.join(MODEL_PRESETS)})")
-        return cls.from_dict({**MODEL_PRESETS[name], **overrides})
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"model.{name}: must be a positive integer, got {value!r}")
-
-
-# Shapes only (the same as conf/model/*.yaml); vocab_size comes from the tokenizer. Parameters at vocab
-# 8192, untied: tiny 2.9M, 125m 97.5M, 350m 325M, 1.3b 1.12B, 7b 6.54B (6,738,415,616 at vocab 32000,
-# exactly Llama-2-7B).
-MODEL_PRESETS: dict[str, dict] = {
-    # CPU tests and demos
-    "tiny": dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, multiple_of=64, max_seq_len=256),
-    # GPT-3 Small / OPT-125m shape with a SwiGLU MLP
-    "125m": dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=12),
-    # GPT-3 Medium / OPT-350m shape
-    "350m": dict(dim=1024, n_layers=24, n_heads=16, n_kv_heads=16),
-    # GPT-3 XL width and depth, head dim 64, grouped-query attention (4 query heads per kv head)
-    "1.3b": dict(dim=2048, n_layers=24, n_heads=32, n_kv_heads=8),
-    # Llama-2-7B
-    "7b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_hidden_dim=11008, max_seq_len=4096),
-}
 
 
 def rope_cos_sin(head_dim: int, max_seq_len: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:

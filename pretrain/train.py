@@ -32,14 +32,13 @@ def run(cfg: TrainConfig) -> int:
     from data_pipeline import manifest as manifest_lib
     from pretrain import checkpoint, collectives, distributed, memory
     from pretrain.callbacks import CheckpointCallback, EvalCallback, MetricsCallback, ProfileCallback
-    from pretrain.config import deepspeed_config
-    from pretrain.data import DataConfig, build_train_batches
+    from pretrain.data import build_train_batches
     from pretrain.device_batches import DeviceBatches
-    from pretrain.engine import attention_backend, build_engine, build_model, init_distributed
+    from pretrain.engine import attention_backend, build_engine, build_model, deepspeed_config, init_distributed
     from pretrain.evaluate import evaluate, source_batches
     from pretrain.heartbeat import Heartbeat, heartbeat_interval
     from pretrain.metrics import MetricsLogger, peak_tflops
-    from pretrain.model import ModelConfig, flops_per_token
+    from pretrain.model import flops_per_token
     from pretrain.trainer import Trainer
 
     env = distributed.detect()
@@ -47,7 +46,7 @@ def run(cfg: TrainConfig) -> int:
     sizes = validate(cfg, world)  # every config error surfaces here, before any model is built
     planning = cfg.estimate_only and cfg.model.vocab_size is not None  # needs no data
     manifest = None if planning else manifest_lib.read(cfg.data.path)
-    model_cfg = ModelConfig(**cfg.model.model_kwargs(manifest and validate_against_manifest(cfg, manifest))).validate()
+    model_cfg = cfg.model.with_vocab(manifest and validate_against_manifest(cfg, manifest)).validate()
     memory.check_before_start(model_cfg, cfg, world, sizes.micro_batch_size, env.local_rank, env.rank == 0)
     if cfg.estimate_only:
         return 0
@@ -74,8 +73,7 @@ def run(cfg: TrainConfig) -> int:
         dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
         print(f"device {engine.device}: attention kernel {attention_backend(model_cfg, cfg.data.seq_len, dtype, engine.device)}"
               f", optimizer {type(engine.basic_optimizer).__name__}, {cfg.threads_per_rank} CPU thread(s) per rank", flush=True)
-    data = DataConfig(cfg.data.path, cfg.data.seq_len, dict(cfg.data.weights), cfg.data.seed)
-    batches = DeviceBatches(build_train_batches(data, sizes.micro_batch_size, env.rank, env.world_size,
+    batches = DeviceBatches(build_train_batches(cfg.data, sizes.micro_batch_size, env.rank, env.world_size,
                                                 sizes.global_batch_size, manifest=manifest), engine.device)
     trainer = Trainer(engine, batches, sizes.grad_accum_steps, cfg.max_steps, world_size=env.world_size)
     if resume:

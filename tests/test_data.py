@@ -450,7 +450,7 @@ def test_loader_on_the_sample_pipeline_output(sample_run):
         assert stream[-1] == ds.eos_id
         for i in (0, ds.num_samples(source) // 2, ds.num_samples(source) - 1):
             np.testing.assert_array_equal(ds.sample(source, i), stream[i * 256:i * 256 + 257])
-    loader = build_train_batches(DataConfig(path=str(sample_run)), 8)
+    loader = build_train_batches(DataConfig(path=str(sample_run), seq_len=256), 8)
     inputs, targets = next(loader)
     assert inputs.shape == (8, 256) and int(inputs.max()) < ds.vocab_size
     val = validation_batches(sample_run, batch_size=8)

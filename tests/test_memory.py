@@ -10,7 +10,7 @@ import pytest
 
 from pretrain import memory
 from pretrain.config import compose
-from pretrain.model import ModelConfig, num_params_from_config
+from pretrain.model import num_params_from_config
 
 from .conftest import ROOT
 from .train_runs import ENV
@@ -20,7 +20,7 @@ GIB = memory.GIB
 
 def planned(*overrides: str):
     cfg = compose(["model=7b", "model.vocab_size=32000", *overrides])
-    return cfg, ModelConfig(**cfg.model.model_kwargs()).validate()
+    return cfg, cfg.model.with_vocab().validate()
 
 
 def model_states(est: memory.MemoryEstimate) -> float:

@@ -1,13 +1,12 @@
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import pretrain.model as model_module
+from pretrain.config import model_preset, model_preset_names
 from pretrain.model import (
-    MODEL_PRESETS,
     ModelConfig,
     Transformer,
     apply_rope,
@@ -161,8 +160,8 @@ def test_config_from_dict_and_presets():
     with pytest.raises(ValueError, match="model.n_heads: missing"):
         ModelConfig.from_dict(dict(dim=64, n_layers=2, n_kv_heads=4))
     with pytest.raises(ValueError, match="model.preset"):
-        ModelConfig.from_preset("3b")
-    cfg = ModelConfig.from_preset("tiny", vocab_size=512)
+        model_preset("3b")
+    cfg = model_preset("tiny", vocab_size=512)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     assert (cfg.vocab_size, cfg.dim, cfg.n_kv_heads) == (512, 128, 2)
 
@@ -174,7 +173,7 @@ def test_ffn_dim_follows_llama_rule():
 
 
 def test_tiny_preset_builds_and_runs():
-    cfg = ModelConfig.from_preset("tiny")
+    cfg = model_preset("tiny", vocab_size=8192)
     model = build(cfg)
     assert num_params(model) == num_params_from_config(cfg) == 2_884_736
     x = torch.randint(0, cfg.vocab_size, (1, cfg.max_seq_len))
@@ -185,33 +184,29 @@ def test_tiny_preset_builds_and_runs():
 PRESET_PARAMS = {"125m": 97_536_768, "350m": 325_108_736, "1.3b": 1_115_785_216, "7b": 6_543_380_480}
 
 
-@pytest.mark.parametrize("name", sorted(set(MODEL_PRESETS) - {"tiny"}))
+@pytest.mark.parametrize("name", sorted(set(model_preset_names()) - {"tiny"}))
 def test_preset_param_counts(name):
-    cfg = ModelConfig.from_preset(name)
+    cfg = model_preset(name, vocab_size=8192)
     with torch.device("meta"):
         model = Transformer(cfg)
     assert num_params(model) == num_params_from_config(cfg) == PRESET_PARAMS[name]
     assert num_params(model, exclude_embeddings=True) == num_params_from_config(cfg, exclude_embeddings=True)
     assert num_params(model) - num_params(model, exclude_embeddings=True) == cfg.vocab_size * cfg.dim
-    tied = ModelConfig.from_preset(name, tie_embeddings=True)
+    tied = model_preset(name, vocab_size=8192, tie_embeddings=True)
     with torch.device("meta"):
         tied_model = Transformer(tied)
     assert num_params(tied_model) == num_params_from_config(tied) == PRESET_PARAMS[name] - cfg.vocab_size * cfg.dim
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_PRESETS))
-def test_presets_agree_with_hydra_model_configs(name):
-    omegaconf = pytest.importorskip("omegaconf")
-    path = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{name}.yaml"
-    if not path.is_file():
-        pytest.skip(f"no {path}")
-    values = omegaconf.OmegaConf.to_container(omegaconf.OmegaConf.load(path))
-    values = {k: v for k, v in values.items() if k not in ("defaults", "vocab_size")}
-    assert ModelConfig.from_dict(values) == ModelConfig.from_preset(name)
+@pytest.mark.parametrize("name", model_preset_names())
+def test_preset_read_outside_hydra_is_the_composed_one(name):
+    from pretrain.config import compose
+
+    assert model_preset(name, vocab_size=8192) == compose([f"model={name}"]).model.with_vocab(8192)
 
 
 def test_7b_preset_is_llama2_7b():
-    assert num_params_from_config(ModelConfig.from_preset("7b", vocab_size=32000)) == 6_738_415_616
+    assert num_params_from_config(model_preset("7b", vocab_size=32000)) == 6_738_415_616
 
 
 def test_meta_device_build_then_init():
@@ -228,7 +223,7 @@ def test_meta_device_build_then_init():
 
 
 def test_init_scales_residual_projections():
-    cfg = ModelConfig.from_preset("tiny")
+    cfg = model_preset("tiny", vocab_size=8192)
     model = build(cfg)
     residual_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
     for name, param in model.named_parameters():
@@ -241,14 +236,14 @@ def test_init_scales_residual_projections():
 
 
 def test_flops_per_token():
-    cfg = ModelConfig.from_preset("125m")
+    cfg = model_preset("125m", vocab_size=8192)
     n = num_params_from_config(cfg, exclude_embeddings=True)
     flops = flops_per_token(cfg, 2048)
     assert flops > 6 * n
     assert flops == 6 * n + 12 * 12 * 768 * 2048
     assert flops_per_token(cfg, 4096) > flops
     # the output head counts, tied or not; the embedding lookup does not
-    assert flops_per_token(ModelConfig.from_preset("125m", tie_embeddings=True), 2048) == flops
+    assert flops_per_token(model_preset("125m", vocab_size=8192, tie_embeddings=True), 2048) == flops
     assert n == num_params_from_config(cfg) - cfg.vocab_size * cfg.dim
     with pytest.raises(ValueError, match="seq_len"):
         flops_per_token(cfg, 0)
@@ -269,15 +264,8 @@ def test_blocks_can_be_wrapped_with_activation_checkpointing():
         torch.testing.assert_close(grads[name], param.grad, rtol=0, atol=1e-6)
 
 
-def test_the_hydra_model_schema_mirrors_model_config():
-    """pretrain/config.py stays free of torch, so it restates ModelConfig's fields: keep them in step."""
-    import dataclasses
+def test_the_hydra_model_schema_is_model_config():
+    """One definition of the model's shape: what Hydra composes is what the model is built from."""
+    from pretrain.config import compose
 
-    from pretrain.config import ModelSection
-
-    schema = {f.name: f for f in dataclasses.fields(ModelSection)}
-    model = {f.name: f for f in dataclasses.fields(ModelConfig)}
-    assert list(schema) == list(model)
-    for name, field in model.items():
-        if field.default is not dataclasses.MISSING and name != "vocab_size":  # the schema's null: from the manifest
-            assert schema[name].default == field.default, name
+    assert isinstance(compose([]).model, ModelConfig)

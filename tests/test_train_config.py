@@ -24,13 +24,13 @@ from pretrain.config import (
     ConfigError,
     TrainConfig,
     compose,
-    deepspeed_config,
     derive_batch,
     to_dict,
     validate,
     validate_against_manifest,
 )
 from pretrain.distributed import DistEnv, detect, export_env, first_host, parse_node_addr, strip_local_rank_argument
+from pretrain.engine import deepspeed_config
 
 from .conftest import ROOT
 
@@ -127,7 +127,7 @@ def test_every_group_option_composes_and_validates(group, option):
 def test_model_presets_have_llama_style_shapes(option, shape):
     m = _composed(f"model={option}").model
     assert (m.dim, m.n_layers, m.n_heads, m.n_kv_heads, m.ffn_hidden_dim, m.max_seq_len) == shape
-    kwargs = m.model_kwargs(vocab_size=8192)
+    kwargs = m.with_vocab(vocab_size=8192).to_dict()
     assert kwargs["vocab_size"] == 8192
     assert set(kwargs) == {"vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden_dim", "multiple_of",
                            "max_seq_len", "rope_theta", "norm_eps", "tie_embeddings", "init_std"}
@@ -443,9 +443,9 @@ MANIFEST = {"tokenizer": {"vocab_size": 8192}, "splits": {"train": {"sources": {
 def test_vocab_size_comes_from_the_manifest_unless_set():
     cfg = composed()
     assert validate_against_manifest(cfg, MANIFEST) == 8192
-    assert cfg.model.model_kwargs(8192)["vocab_size"] == 8192
+    assert cfg.model.with_vocab(8192).vocab_size == 8192
     with pytest.raises(ConfigError, match="^model.vocab_size"):
-        cfg.model.model_kwargs()
+        cfg.model.with_vocab()
     assert validate_against_manifest(composed("model.vocab_size=8256"), MANIFEST) == 8256  # padded
     with pytest.raises(ConfigError, match="^model.vocab_size: 4096 is smaller"):
         validate_against_manifest(composed("model.vocab_size=4096"), MANIFEST)

@@ -31,9 +31,9 @@ def main() -> None:
     import deepspeed
 
     from pretrain import collectives, distributed
-    from pretrain.config import compose, deepspeed_config
-    from pretrain.engine import build_engine, build_model, init_distributed
-    from pretrain.model import ModelConfig, num_params
+    from pretrain.config import compose
+    from pretrain.engine import build_engine, build_model, deepspeed_config, init_distributed
+    from pretrain.model import num_params
 
     cfg = compose(["deepspeed=zero3", "deepspeed.precision=fp32", "batch.micro_batch_size=1", "model.max_seq_len=32",
                    f"model.vocab_size={args.vocab}", f"model.dim={args.dim}", f"model.n_layers={args.layers}",
@@ -44,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(1)
     device = init_distributed(env)
     ds_config = deepspeed_config(cfg, env.world_size)
-    model_cfg = ModelConfig(**cfg.model.model_kwargs()).validate()
+    model_cfg = cfg.model.with_vocab().validate()
 
     before = peak_rss_bytes()
     model = build_model(model_cfg, ds_config, cfg.seed, device)
