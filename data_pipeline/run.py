@@ -6,8 +6,9 @@ import json
 import sys
 from dataclasses import asdict
 
-from data_pipeline import storage
-from data_pipeline.config import ConfigError, PreprocessConfig, validate
+from data_pipeline.config import PreprocessConfig, validate
+from shard_format import storage
+from shard_format.errors import ConfigError
 from data_pipeline.executors import (Stage, TrackedSlurmExecutor, build_executors, completed_tasks, logging_dir,
                                      render_slurm_scripts)
 from data_pipeline.pipeline import Layout, build_stages

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 from omegaconf import II, MISSING
 
 # the one error type of the project: the message names the key
-from data_pipeline.config import ConfigError
+from shard_format.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

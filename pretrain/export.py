@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> None:
 
     tokenizer = args.tokenizer
     if args.checkpoint is not None:
-        from data_pipeline import manifest as manifest_lib
         from pretrain.checkpoint import consolidated_state_dict, read_state, resolve_checkpoint
+        from shard_format import manifest as manifest_lib
 
         path = resolve_checkpoint(args.checkpoint)
         state = read_state(path)

@@ -23,6 +23,8 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.utils.logging import logger
 
+from shard_format.atomic import write_bytes_atomic
+
 SIGNATURE_SUFFIX = ".minhash.sig"
 # datatrove's upper bound of 64-bit MinHash values (its private `_mersenne_prime`): 2**61 - 1
 _MERSENNE_PRIME_61 = (1 << 61) - 1
@@ -96,9 +98,7 @@ class FastMinhashDedupBuckets(PipelineStep):
             pairs[:, 2], pairs[:, 3] = stems[file_id[same + 1]], doc[same + 1]
         self.output_folder.mkdir(parents=True, exist_ok=True)
         out = self.output_folder / f"{bucket:05d}_{worker:02d}.dups"
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_bytes(pairs.tobytes())
-        tmp.replace(out)
+        write_bytes_atomic(out, pairs.tobytes())
         logger.info(f"bucket {bucket} worker {worker + 1}/{workers}: {len(rows)} signatures, {len(pairs)} pairs")
         self.stat_update("total_matches", value=len(pairs))
         return
