@@ -43,7 +43,7 @@ import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from shard_format.atomic import AtomicFile, write_bytes_atomic, write_text_atomic
+from shard_format.atomic import AtomicFile, publish_staged, write_bytes_atomic, write_text_atomic
 
 WORD_RE = re.compile(r"\w+")
 PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
@@ -489,8 +489,8 @@ class _RemovalFiles:
                 records_tmp.write_bytes(b"")
                 kept_tmp.write_bytes(b"")
             path = self.step.removal_path(self.bucket, rank)
-            os.replace(kept_tmp, path.with_suffix(".kept_ids"))
-            os.replace(records_tmp, path)
+            publish_staged(kept_tmp, path.with_suffix(".kept_ids"))
+            publish_staged(records_tmp, path)
 
 
 class FindHashDuplicates(_HashDedupStep):

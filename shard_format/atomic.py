@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-__all__ = ["AtomicFile", "fsync_directory", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["AtomicFile", "fsync_directory", "publish_staged", "write_bytes_atomic", "write_text_atomic"]
 
 
 def fsync_directory(folder: str | os.PathLike[str]) -> None:
@@ -23,6 +23,18 @@ def fsync_directory(folder: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def publish_staged(staged: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Rename a finished temporary file that was written in several sessions (opened, appended to and closed
+    again, so no `AtomicFile` could stay open for it) over `path` in the same folder, durably."""
+    fd = os.open(staged, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(staged, path)
+    fsync_directory(Path(path).absolute().parent)
 
 
 class AtomicFile:

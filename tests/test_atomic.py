@@ -2,7 +2,7 @@
 
 import pytest
 
-from shard_format.atomic import AtomicFile, write_bytes_atomic, write_text_atomic
+from shard_format.atomic import AtomicFile, publish_staged, write_bytes_atomic, write_text_atomic
 
 
 def test_writes_pieces_and_replaces_the_old_file(tmp_path):
@@ -34,3 +34,13 @@ def test_files_published_in_order_with_one_folder_sync(tmp_path):
     first.publish(sync_folder=False)
     second.publish()
     assert (tmp_path / "a").read_bytes() == b"1" and (tmp_path / "b").read_bytes() == b"2"
+
+
+def test_a_staged_file_written_in_several_sessions_replaces_the_old_one(tmp_path):
+    staged, path = tmp_path / "x.bin.tmp", tmp_path / "x.bin"
+    path.write_bytes(b"old")
+    for piece in (b"a", b"b"):
+        with open(staged, "ab") as fh:
+            fh.write(piece)
+    publish_staged(staged, path)
+    assert path.read_bytes() == b"ab" and not staged.exists()
