@@ -154,7 +154,7 @@ def _sample_key(row: dict) -> tuple[str, str]:
 
 def write_task_summary(folder: Path, name: str, rows: int, duplicate_groups: int, sample: list[dict]) -> None:
     _write_json(Path(folder) / f"{name}.summary.json",
-                       {"rows": rows, "duplicate_groups": duplicate_groups, "sample": sample})
+                {"rows": rows, "duplicate_groups": duplicate_groups, "sample": sample})
 
 
 class AuditWriter:
