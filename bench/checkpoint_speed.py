@@ -5,8 +5,8 @@
 memory; the files are written by a thread and the save is marked complete before the next one starts).
 Figures: `checkpoint/stall_s` and `checkpoint/save_s` from metrics.jsonl (median over the saves).
 
-    python bench/checkpoint_speed.py --data outputs/data              # model=125m: ~1.6 GB per checkpoint
-    python bench/checkpoint_speed.py --data outputs/data --smoke      # model=tiny (what CI runs)
+    python -m bench.checkpoint_speed --data outputs/data              # model=125m: ~1.6 GB per checkpoint
+    python -m bench.checkpoint_speed --data outputs/data --smoke      # model=tiny (what CI runs)
 """
 
 from __future__ import annotations

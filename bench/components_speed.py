@@ -14,8 +14,8 @@
 
 Prints documents per CPU-second (time.process_time) and the speed-up, best of `--repeats` passes.
 
-    python bench/components_speed.py                                   # data/sample
-    python bench/components_speed.py --docs-dir bench/corpus --limit 1000
+    python -m bench.components_speed                                   # data/sample
+    python -m bench.components_speed --docs-dir bench/corpus --limit 1000
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from datatrove.pipeline.dedup import MinhashDedupSignature
 from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from common import SAMPLE
-from corpus_texts import book_texts, news_texts, web_pages
+from bench.common import SAMPLE
+from bench.corpus_texts import book_texts, news_texts, web_pages
 from data_pipeline.fast.heuristics import FastC4QualityFilter, FastGopherQualityFilter
 from data_pipeline.fast.minhash_signature import FastMinhashDedupSignature
 from data_pipeline.fast.repetition import FastGopherRepetitionFilter

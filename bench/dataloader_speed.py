@@ -10,15 +10,14 @@ almost no disk and the read path is the loader's own work. Two measurements per 
 
 Target: at 10T, start-up (2) and peak RSS within 1.5x of 10B, and peak RSS under 3 GB per rank.
 
-    python bench/dataloader_speed.py            # 10B vs 10T tokens (60 vs 60,000 shards)
-    python bench/dataloader_speed.py --smoke    # 60 vs 600 shards of 1M tokens (what CI runs)
+    python -m bench.dataloader_speed            # 10B vs 10T tokens (60 vs 60,000 shards)
+    python -m bench.dataloader_speed --smoke    # 60 vs 600 shards of 1M tokens (what CI runs)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.synthetic_shards import write_sparse_corpus
+from pretrain.data import DataConfig, build_train_batches
 
-from pretrain.data import DataConfig, build_train_batches  # noqa: E402
-from synthetic_shards import write_sparse_corpus  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SOURCES = ("web", "news", "books")
 SEQ_LEN = 256

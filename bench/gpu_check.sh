@@ -51,7 +51,7 @@ if [[ ! -f $DATA/sample/manifest.json ]]; then
   $PY -m data_pipeline input_dir=data/sample output_dir="$DATA/sample" executor.tasks=2 tokenizer.vocab_size=2048 \
     progress=false > "$OUT/data.log" 2>&1 || { say "data: the sample shards could not be made (see $OUT/data.log)"; exit 1; }
 fi
-[[ -f $WORK/synthetic/manifest.json ]] || $PY bench/synthetic_shards.py --out "$WORK/synthetic" --tokens 8000000 \
+[[ -f $WORK/synthetic/manifest.json ]] || $PY -m bench.synthetic_shards --out "$WORK/synthetic" --tokens 8000000 \
   --vocab 32000 > /dev/null
 
 # --------------------------------------------------------------------------------- 1. the gpu tests

@@ -7,9 +7,9 @@ collide in that bucket (each member collides with probability 0.9). Each step ru
 peak resident set, less that of a child that only imports the same modules, is divided by the documents in a pair.
 Asserts that both write the same files.
 
-    python bench/minhash_clusters.py                  # 1,000,000 documents, about 3 million pairs
-    python bench/minhash_clusters.py --docs 2000000 --buckets 8
-    python bench/minhash_clusters.py --smoke
+    python -m bench.minhash_clusters                  # 1,000,000 documents, about 3 million pairs
+    python -m bench.minhash_clusters --docs 2000000 --buckets 8
+    python -m bench.minhash_clusters --smoke
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ one task (tokenizer, near clusters, manifest) run in the launching process.
 
 Target: every stage's peak RSS at 4x <= 1.3x that at 1x + 50 MB, and its CPU time at 4x <= 4.4x that at 1x.
 
-    python bench/pipeline_scale.py                 # 100,000 documents at 1x, 400,000 at 4x, T=2
-    python bench/pipeline_scale.py --smoke         # 1,500 / 6,000 documents (what CI runs)
-    python bench/pipeline_scale.py --json out.json # the figures, for README
+    python -m bench.pipeline_scale                 # 100,000 documents at 1x, 400,000 at 4x, T=2
+    python -m bench.pipeline_scale --smoke         # 1,500 / 6,000 documents (what CI runs)
+    python -m bench.pipeline_scale --json out.json # the figures, for README
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from common import SAMPLE, documents_read, run_pipeline
-from corpus_texts import book_texts, news_texts
+from bench.common import SAMPLE, documents_read, run_pipeline
+from bench.corpus_texts import book_texts, news_texts
 
 RSS_RATIO, RSS_SLACK_MB, CPU_RATIO = 1.3, 50.0, 4.4
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

@@ -6,8 +6,8 @@ datatrove's Gopher repetition filter).
 Reports documents per CPU-second of both and their ratio (target >= 3x), and asserts that the two
 runs keep and remove exactly the same documents (and leave the same text) at every stage.
 
-    python bench/pipeline_speed.py                 # the ~100 MB corpus of bench/fetch_corpus.sh
-    python bench/pipeline_speed.py --smoke         # the bundled sample (what CI runs)
+    python -m bench.pipeline_speed                 # the ~100 MB corpus of bench/fetch_corpus.sh
+    python -m bench.pipeline_speed --smoke         # the bundled sample (what CI runs)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import CORPUS, SAMPLE, corpus_sources, documents_read, kept_documents, run_pipelines
+from bench.common import CORPUS, SAMPLE, corpus_sources, documents_read, kept_documents, run_pipelines
 
 STAGES = ("clean", "exact", "near", "paragraph")
 

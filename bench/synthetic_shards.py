@@ -4,23 +4,20 @@ For throughput runs where the text does not matter (bench/gpu_check.sh): it need
 the data pipeline's dependencies. `write_sparse_corpus` writes huge shards that cost no disk, for the
 loader's benchmark and tests.
 
-    python bench/synthetic_shards.py --out outputs/synthetic --tokens 200000000 --vocab 32000
+    python -m bench.synthetic_shards --out outputs/synthetic --tokens 200000000 --vocab 32000
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data_pipeline import manifest as manifest_lib  # noqa: E402
-from data_pipeline.shards import ShardInfo, ShardWriter, token_dtype_for_vocab  # noqa: E402
+from shard_format import manifest as manifest_lib
+from shard_format.shards import ShardInfo, ShardWriter, token_dtype_for_vocab
 
 
 def write_sparse_corpus(folder: Path, sources: Iterable[str], shards_per_split: Mapping[str, int], tokens_per_shard: int,

@@ -3,9 +3,9 @@
 Target: the step delivers >= 0.7x the tokens per second of bare encode_batch (its overhead is
 splitting, EOS, dtype conversion and writing the per-task token files).
 
-    python bench/tokenize_speed.py                       # text of the bundled sample, repeated to ~20 MB
-    python bench/tokenize_speed.py --smoke               # ~2 MB (what CI runs)
-    python bench/tokenize_speed.py --docs-dir OUT/work/docs/paragraph --tokenizer OUT/tokenizer
+    python -m bench.tokenize_speed                       # text of the bundled sample, repeated to ~20 MB
+    python -m bench.tokenize_speed --smoke               # ~2 MB (what CI runs)
+    python -m bench.tokenize_speed --docs-dir OUT/work/docs/paragraph --tokenizer OUT/tokenizer
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from pathlib import Path
 from datatrove.data import Document
 from tokenizers import Tokenizer
 
-from common import SAMPLE
-
+from bench.common import SAMPLE
 from data_pipeline.steps.tokens import TokenizeDocuments
 from data_pipeline.tokenizer import save_hf_tokenizer, train_bpe
 

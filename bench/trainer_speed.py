@@ -7,8 +7,8 @@
 
 Needs a shard folder (`python -m data_pipeline` writes outputs/data).
 
-    python bench/trainer_speed.py                  # 60 steps each, 3 alternating pairs, model=tiny, fp32
-    python bench/trainer_speed.py --smoke          # 6 steps each (what CI runs)
+    python -m bench.trainer_speed                  # 60 steps each, 3 alternating pairs, model=tiny, fp32
+    python -m bench.trainer_speed --smoke          # 6 steps each (what CI runs)
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "LOGURU_LEVEL": "WARNING"}
 
@@ -58,7 +57,7 @@ def baseline_tokens_per_s(nproc: int, args) -> float:
     """Bare PyTorch (1 process) or torch DDP (nproc), run by this script as its own worker."""
     launcher = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
-    cmd = launcher + [__file__, "--worker", "--data", str(args.data), "--model", args.model, "--steps", str(args.steps),
+    cmd = launcher + ["-m", "bench.trainer_speed", "--worker", "--data", str(args.data), "--model", args.model, "--steps", str(args.steps),
                       "--micro-batch", str(args.micro_batch)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV)
     if proc.returncode:
@@ -71,11 +70,11 @@ def worker(args) -> None:
     import torch
     import torch.distributed as dist
 
-    from data_pipeline import manifest as manifest_lib
     from pretrain.config import compose
     from pretrain.data import DataConfig, build_train_batches
     from pretrain.model import Transformer
     from pretrain.optim import build_optimizer
+    from shard_format import manifest as manifest_lib
 
     torch.set_num_threads(1)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

@@ -5,8 +5,8 @@ documents per CPU-second (time.process_time) and the speed-up. "cold" starts fro
 worker's first task; "warm" is a second pass over the same documents with the same tokenizer. Also checks
 that both tokenizers lead to the same outcomes: decisions, C4's rewritten text, MinHash signatures.
 
-    python bench/word_tokenizer_speed.py                                  # data/sample
-    python bench/word_tokenizer_speed.py --docs-dir bench/corpus --limit 500
+    python -m bench.word_tokenizer_speed                                  # data/sample
+    python -m bench.word_tokenizer_speed --docs-dir bench/corpus --limit 500
 
 A documents directory is laid out like data/sample: books/**/*.txt (cut into ~3,000-character documents
 at paragraph breaks), news/**/*.jsonl[.gz] (field "text"), web/**/*.warc[.gz] or *.html (main text
@@ -32,8 +32,8 @@ from datatrove.pipeline.filters import (
 )
 from datatrove.utils.word_tokenizers import WordTokenizer
 
-from common import SAMPLE
-from corpus_texts import load_texts
+from bench.common import SAMPLE
+from bench.corpus_texts import load_texts
 from data_pipeline.fast.word_tokenizer import FastWordTokenizer, get_word_tokenizer
 
 

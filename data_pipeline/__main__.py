@@ -12,7 +12,8 @@ os.environ.setdefault("LOGURU_LEVEL", "WARNING")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from data_pipeline.config import ConfigError, PreprocessConfig, register_configs  # noqa: E402
+from data_pipeline.config import PreprocessConfig, register_configs  # noqa: E402
+from shard_format.errors import ConfigError  # noqa: E402
 
 register_configs()
 

@@ -14,14 +14,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from data_pipeline import storage
+from shard_format import storage
+from shard_format.errors import ConfigError
 
 SOURCE_KINDS = ("web", "news", "books", "generic")
 SHARD_FORMATS = ("datatrove", "megatron")
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key."""
 
 
 COMPONENTS = ("fast", "stock")

@@ -43,6 +43,8 @@ import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from shard_format.atomic import AtomicFile, publish_staged, write_bytes_atomic, write_text_atomic
+
 WORD_RE = re.compile(r"\w+")
 PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 
@@ -120,17 +122,8 @@ def _gather_pieces(blob: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
     return out
 
 
-def _atomic_write_bytes(path: Path, *pieces: bytes | np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        for piece in pieces:
-            fh.write(piece if isinstance(piece, bytes) else piece.tobytes())
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, value) -> None:
-    _atomic_write_bytes(path, (json.dumps(value, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
+def _write_json(path: Path, value) -> None:
+    write_text_atomic(path, json.dumps(value, ensure_ascii=False, indent=1) + "\n")
 
 
 def _read_records(path: Path, dtype: np.dtype, start: int = 0, count: int = -1) -> np.ndarray:
@@ -160,8 +153,8 @@ def _sample_key(row: dict) -> tuple[str, str]:
 
 
 def write_task_summary(folder: Path, name: str, rows: int, duplicate_groups: int, sample: list[dict]) -> None:
-    _atomic_write_json(Path(folder) / f"{name}.summary.json",
-                       {"rows": rows, "duplicate_groups": duplicate_groups, "sample": sample})
+    _write_json(Path(folder) / f"{name}.summary.json",
+                {"rows": rows, "duplicate_groups": duplicate_groups, "sample": sample})
 
 
 class AuditWriter:
@@ -177,10 +170,9 @@ class AuditWriter:
         self._sample: list[dict] = []
 
     def __enter__(self) -> "AuditWriter":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
-        self._raw = open(self._tmp, "wb")
-        self._text = io.TextIOWrapper(gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0), encoding="utf-8")
+        self._file = AtomicFile(self.path)
+        self._text = io.TextIOWrapper(gzip.GzipFile(filename="", mode="wb", fileobj=self._file.file, mtime=0),
+                                      encoding="utf-8")
         return self
 
     def write(self, row: dict) -> None:
@@ -194,12 +186,11 @@ class AuditWriter:
         self._sample = sorted(self._sample, key=_sample_key)[:SUMMARY_SAMPLE_ROWS]
 
     def __exit__(self, exc_type, *_) -> None:
-        self._text.close()
-        self._raw.close()
+        self._text.close()  # the gzip trailer; the file under it stays open
         if exc_type is not None:
-            self._tmp.unlink(missing_ok=True)
+            self._file.discard()
             return
-        os.replace(self._tmp, self.path)
+        self._file.publish()
         self._trim_sample()
         write_task_summary(self.folder, self.name, self.rows, self.duplicate_groups, self._sample)
 
@@ -322,8 +313,8 @@ class HashSignatures(_HashDedupStep):
         for bucket in range(self.num_buckets):
             mine = signatures[buckets == bucket]
             path = self.signature_path(bucket, rank)
-            _atomic_write_bytes(path.with_suffix(".ids"), _gather_pieces(id_blob, id_starts[mine["doc"]], mine["id_len"]))
-            _atomic_write_bytes(path, mine)
+            write_bytes_atomic(path.with_suffix(".ids"), _gather_pieces(id_blob, id_starts[mine["doc"]], mine["id_len"]))
+            write_bytes_atomic(path, mine)
         self.stat_update("hashes", value=len(signatures))
         return
         yield  # a terminal step: it writes signatures and passes no documents on
@@ -498,8 +489,8 @@ class _RemovalFiles:
                 records_tmp.write_bytes(b"")
                 kept_tmp.write_bytes(b"")
             path = self.step.removal_path(self.bucket, rank)
-            os.replace(kept_tmp, path.with_suffix(".kept_ids"))
-            os.replace(records_tmp, path)
+            publish_staged(kept_tmp, path.with_suffix(".kept_ids"))
+            publish_staged(records_tmp, path)
 
 
 class FindHashDuplicates(_HashDedupStep):
@@ -615,10 +606,10 @@ def _write_partitioned_lines(folder: Path, rank: int, lines_by_part: dict[int, l
     chunks = [("".join(line + "\n" for line in lines_by_part.get(part, ()))).encode("utf-8") for part in range(parts)]
     offsets = np.zeros(parts + 1, dtype=np.int64)
     np.cumsum([len(c) for c in chunks], out=offsets[1:])
-    _atomic_write_bytes(folder / f"{rank:05d}.jsonl", *chunks)
+    write_bytes_atomic(folder / f"{rank:05d}.jsonl", *chunks)
     index = io.BytesIO()
     np.save(index, offsets)
-    _atomic_write_bytes(folder / f"{rank:05d}.parts.npy", index.getvalue())
+    write_bytes_atomic(folder / f"{rank:05d}.parts.npy", index.getvalue())
 
 
 def _read_partition_lines(folder: Path, part: int) -> Iterator[tuple[Path, str]]:

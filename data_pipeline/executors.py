@@ -17,7 +17,8 @@ from datatrove.executor.base import PipelineExecutor
 from datatrove.executor.slurm import default_job_id_retriever
 from datatrove.pipeline.base import PipelineStep
 
-from data_pipeline.config import ConfigError, ExecutorConfig, check_stage_keys, stage_slurm_settings
+from data_pipeline.config import ExecutorConfig, check_stage_keys, stage_slurm_settings
+from shard_format.errors import ConfigError
 
 
 @dataclass

@@ -23,8 +23,8 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
 from data_pipeline.bad_records import BadRecordLog
-from data_pipeline import storage
 from data_pipeline.config import PreprocessConfig, SourceConfig
+from shard_format import storage
 from data_pipeline.dedup import (EXACT, NEAR, PARAGRAPH, FindHashDuplicates, HashDedupFilter, HashSignatures, MinhashAudit,
                                  dedup_work_folder)
 from data_pipeline.executors import Stage
@@ -33,8 +33,8 @@ from data_pipeline.fast.minhash_clusters import FastMinhashDedupCluster
 from data_pipeline.fast.minhash_signature import FastMinhashDedupSignature
 from data_pipeline.fast.word_tokenizer import get_word_tokenizer
 from data_pipeline.progress import with_task_monitors
+from data_pipeline.readers import SourceReader, list_source_files
 from data_pipeline.report import WriteReport
-from data_pipeline.sources import SourceReader, list_source_files
 from data_pipeline.steps import GutenbergStripper, HtmlExtractor, LanguageIdentifier, PiiRedactor, TextNormalizer
 from data_pipeline.steps.meter import Meter
 from data_pipeline.steps.quality import QualityFilters

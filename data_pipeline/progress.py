@@ -25,8 +25,9 @@ from datatrove.pipeline.readers.base import BaseReader
 from datatrove.utils.logging import logger
 
 from data_pipeline.executors import Stage, completed_tasks, logging_dir
-from data_pipeline.sources import SourceReader
+from data_pipeline.readers import SourceReader
 from data_pipeline.steps.peak_memory import PeakMemory
+from shard_format.atomic import write_text_atomic
 
 PROGRESS_STEP_NAME = "progress"
 _TTY_POLL_S = 0.25  # how often a terminal bar looks for completed tasks
@@ -59,12 +60,6 @@ def utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
-def _write_json_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees half a file
-
-
 class CountProgress(PipelineStep):
     """Counts the documents and bytes passing by and writes them to the task's progress file."""
 
@@ -82,7 +77,7 @@ class CountProgress(PipelineStep):
         next_write = time.monotonic() + self.interval_s
 
         def write() -> None:
-            _write_json_atomically(path, {"documents": documents, "bytes": size})
+            write_text_atomic(path, json.dumps({"documents": documents, "bytes": size}))
             logger.info(f"progress: {documents} documents, {size} bytes read")
 
         for doc in data:

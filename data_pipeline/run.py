@@ -6,14 +6,16 @@ import json
 import sys
 from dataclasses import asdict
 
-from data_pipeline import storage
-from data_pipeline.config import ConfigError, PreprocessConfig, validate
+from data_pipeline.config import PreprocessConfig, validate
 from data_pipeline.executors import (Stage, TrackedSlurmExecutor, build_executors, completed_tasks, logging_dir,
                                      render_slurm_scripts)
 from data_pipeline.pipeline import Layout, build_stages
 from data_pipeline.progress import StageProgress, hide_library_bars_without_terminal
 from data_pipeline.report import format_report
 from data_pipeline.slurm_jobs import StageJobs, follow_pipeline, submit_pipeline
+from shard_format import storage
+from shard_format.atomic import write_text_atomic
+from shard_format.errors import ConfigError
 
 RUN_CONFIG_FILE = "run_config.json"
 # settings that may change between a run and its resumption without changing any output (a stage that
@@ -62,8 +64,7 @@ def guard_output_dir(cfg: PreprocessConfig, config: dict) -> None:
                 f"rerun with the same config to resume it, or choose a new output_dir"
             )
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def run_pipeline(cfg: PreprocessConfig) -> dict | None:

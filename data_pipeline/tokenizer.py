@@ -14,9 +14,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from data_pipeline import storage
-from data_pipeline.config import ConfigError
-from data_pipeline.storage import StorageOptions
+from shard_format import storage
+from shard_format.errors import ConfigError
+from shard_format.storage import StorageOptions
 
 TOKENIZER_FILE = "tokenizer.json"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_pipeline.shards import fsync_directory
 from pretrain import collectives
+from shard_format.atomic import write_text_atomic
 
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
@@ -31,17 +31,6 @@ _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 def step_tag(step: int) -> str:
     return f"step_{step:08d}"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write, fsync, rename into place, fsync the folder: never seen half written, durable once returned."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
 
 
 def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
@@ -111,8 +100,8 @@ def finish_save(engine, path: Path, step: int, trainer_state: dict, rank: int, k
         engine.checkpoint_engine.wait()
     collectives.barrier()
     if rank == 0:
-        _atomic_write(path / STATE_FILE, json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
-        _atomic_write(path / COMPLETE, f"{step}\n")
+        write_text_atomic(path / STATE_FILE, json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(path / COMPLETE, f"{step}\n")
         root = path.parent
         for old in complete_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
@@ -147,11 +136,11 @@ def convert(path: Path, extract_workers: int = 4, merge_workers: int = 2) -> Pat
         shutil.rmtree(tmp, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         message = f"converting {path} to a universal checkpoint failed:\n{proc.stderr[-3000:]}"
-        _atomic_write(out / FAILED, message + "\n")
+        write_text_atomic(out / FAILED, message + "\n")
         raise RuntimeError(message)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    _atomic_write(out / COMPLETE, "universal\n")
+    write_text_atomic(out / COMPLETE, "universal\n")
     return out
 
 

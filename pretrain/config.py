@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 from omegaconf import II, MISSING
 
 # the one error type of the project: the message names the key
-from data_pipeline.config import ConfigError
+from shard_format.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -404,7 +404,7 @@ def validate(cfg: TrainConfig, world_size: int) -> BatchSizes:
 
 
 def validate_against_manifest(cfg: TrainConfig, manifest: dict) -> int:
-    """Check the config against the shard manifest (`data_pipeline.manifest.read(cfg.data.path)`); return the
+    """Check the config against the shard manifest (`shard_format.manifest.read(cfg.data.path)`); return the
     vocabulary size to build the model with."""
     data_vocab = int(manifest["tokenizer"]["vocab_size"])
     sources = set(manifest["splits"].get("train", {}).get("sources", {}))

@@ -58,9 +58,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_pipeline import manifest as manifest_lib
-from data_pipeline.shards import TOKEN_DTYPES, ShardReader, token_dtype_for_vocab
 from pretrain.config import DataConfig
+from shard_format import manifest as manifest_lib
+from shard_format.shards import TOKEN_DTYPES, ShardReader, token_dtype_for_vocab
 
 __all__ = [
     "DataConfig",

@@ -58,8 +58,8 @@ def evaluate(forward, batches: dict[str, ValidationBatches], max_batches: int,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from data_pipeline import manifest as manifest_lib
     from pretrain.checkpoint import load_model
+    from shard_format import manifest as manifest_lib
 
     parser = argparse.ArgumentParser(description="Validation loss and perplexity of a checkpoint, overall and per source")
     parser.add_argument("--checkpoint", required=True, help="a checkpoint folder (step_XXXXXXXX) or the checkpoints folder (latest)")

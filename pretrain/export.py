@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from pretrain.config import ModelConfig
 from pretrain.model import Transformer
+from shard_format.atomic import write_text_atomic
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -170,7 +171,7 @@ def export_state_dict_hf(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfi
     config = json.loads((out_dir / "config.json").read_text())
     config["rope_theta"] = float(cfg.rope_theta)
     config["torch_dtype"] = config["dtype"]
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     GenerationConfig(bos_token_id=bos_id, eos_token_id=eos_token_id, pad_token_id=eos_token_id).save_pretrained(out_dir)
     save_file(weights, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     if tokenizer_dir is not None:
@@ -204,8 +205,8 @@ def main(argv: list[str] | None = None) -> None:
 
     tokenizer = args.tokenizer
     if args.checkpoint is not None:
-        from data_pipeline import manifest as manifest_lib
         from pretrain.checkpoint import consolidated_state_dict, read_state, resolve_checkpoint
+        from shard_format import manifest as manifest_lib
 
         path = resolve_checkpoint(args.checkpoint)
         state = read_state(path)

@@ -52,8 +52,8 @@ def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, tem
 def main(argv: list[str] | None = None) -> None:
     from tokenizers import Tokenizer
 
-    from data_pipeline import manifest as manifest_lib
     from pretrain.checkpoint import load_model
+    from shard_format import manifest as manifest_lib
 
     parser = argparse.ArgumentParser(prog="python -m pretrain.generate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint or a checkpoints folder (its latest)")

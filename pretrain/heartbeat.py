@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from pretrain.trainer import Callback, StepResult, Trainer
+from shard_format.atomic import write_text_atomic
 
 MAX_INTERVAL_S = 30.0
 
@@ -32,9 +33,7 @@ class Heartbeat(Callback):
 
     def beat(self) -> None:
         path = self.folder / f"rank{self.rank:05d}.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"rank": self.rank, "host": self.host, "step": self.step, "time": time.time()}))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps({"rank": self.rank, "host": self.host, "step": self.step, "time": time.time()}))
 
     def _beat_until_stopped(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -58,7 +58,7 @@ def check_config(overrides: list[str], world_size: int) -> TrainConfig:
     """The composed config, validated for `world_size` ranks and against the shard manifest."""
     from hydra.errors import HydraException
 
-    from data_pipeline import manifest as manifest_lib
+    from shard_format import manifest as manifest_lib
 
     try:
         cfg = compose(overrides)

@@ -29,7 +29,6 @@ def run(cfg: TrainConfig) -> int:
     import numpy as np
     import torch
 
-    from data_pipeline import manifest as manifest_lib
     from pretrain import checkpoint, collectives, distributed, memory
     from pretrain.callbacks import CheckpointCallback, EvalCallback, MetricsCallback, ProfileCallback
     from pretrain.data import build_train_batches
@@ -40,6 +39,7 @@ def run(cfg: TrainConfig) -> int:
     from pretrain.metrics import MetricsLogger, peak_tflops
     from pretrain.model import flops_per_token
     from pretrain.trainer import Trainer
+    from shard_format import manifest as manifest_lib
 
     env = distributed.detect()
     world = (cfg.memory.world_size or env.world_size) if cfg.estimate_only else env.world_size

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from bench.synthetic_shards import write_sparse_corpus
-from data_pipeline import manifest as manifest_lib
-from data_pipeline.shards import ShardReader, ShardWriter, token_dtype_for_vocab
+from shard_format import manifest as manifest_lib
+from shard_format.shards import ShardReader, ShardWriter, token_dtype_for_vocab
 from pretrain.data import (
     DataConfig,
     MixedSampleOrder,
@@ -458,7 +458,7 @@ def test_loader_on_the_sample_pipeline_output(sample_run):
 
 
 def test_dataloader_bench_smoke():
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "dataloader_speed.py"), "--smoke"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "bench.dataloader_speed", "--smoke"], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "samples/s" in proc.stdout and "construction" in proc.stdout

@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from data_pipeline import manifest as manifest_lib
 from pretrain import collectives
 from pretrain.callbacks import CheckpointCallback, EvalCallback, MetricsCallback
 from pretrain.data import DataConfig, build_train_batches
@@ -28,6 +27,7 @@ from pretrain.metrics import MetricsLogger
 from pretrain.model import ModelConfig, Transformer
 from pretrain.preemption import StopOnSignal, StopSignals
 from pretrain.trainer import Callback, Trainer
+from shard_format import manifest as manifest_lib
 
 from .train_runs import free_port
 

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def shards(tmp_path_factory) -> Path:
     """Random-token shards (numpy only: the GPU machine needs none of the data pipeline's dependencies)."""
     out = tmp_path_factory.mktemp("gpu_shards")
-    subprocess.run([sys.executable, "bench/synthetic_shards.py", "--out", str(out), "--tokens", "2000000",
+    subprocess.run([sys.executable, "-m", "bench.synthetic_shards", "--out", str(out), "--tokens", "2000000",
                     "--vocab", "32000", "--doc-tokens", "1024"], cwd=ROOT, check=True, capture_output=True)
     return out
 

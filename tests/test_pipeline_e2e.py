@@ -8,8 +8,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from data_pipeline.dedup import DEDUP_KINDS, iter_audit_rows, normalize_for_hash
-from data_pipeline.shards import ShardReader, sha256_file
 from data_pipeline.steps.tokens import chunks
+from shard_format.shards import ShardReader, sha256_file
 
 from .conftest import read_docs
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datatrove.data import Document
 
-from data_pipeline.shards import ShardReader
+from shard_format.shards import ShardReader
 from data_pipeline.steps.tokens import (TokenizeDocuments, WriteBucketShards, WriteManifest, bucket_starts, chunks,
                                         order_key, val_threshold)
 from data_pipeline.tokenizer import save_hf_tokenizer, train_bpe

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.shards import (
+from shard_format.shards import (
     ShardInfo,
     ShardReader,
     ShardWriter,

@@ -20,7 +20,7 @@ from warcio.warcwriter import WARCWriter
 
 from data_pipeline.bad_records import read_bad_records
 from data_pipeline.config import ConfigError, SourceConfig
-from data_pipeline.sources import SourceFile, SourceReader, decode_bytes, detect_format, list_source_files
+from data_pipeline.readers import SourceFile, SourceReader, decode_bytes, detect_format, list_source_files
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 HTML = "<!DOCTYPE html><html><head><title>{0}</title></head><body><p>Page {0} body text.</p></body></html>"

@@ -15,12 +15,12 @@ import pytest
 import zstandard
 from fsspec.registry import known_implementations
 
-from data_pipeline import manifest as manifest_lib
-from data_pipeline import storage
 from data_pipeline.bad_records import read_bad_records
 from data_pipeline.config import ConfigError, PreprocessConfig, SourceConfig, resolve_sources, validate, work_dir_of
-from data_pipeline.sources import SourceReader, list_source_files
+from data_pipeline.readers import SourceReader, list_source_files
 from data_pipeline.tokenizer import save_hf_tokenizer, train_bpe
+from shard_format import manifest as manifest_lib
+from shard_format import storage
 from tests.s3_server import s3_bucket, s3_server  # noqa: F401  (fixtures)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -296,9 +296,9 @@ def test_local_runs_do_not_import_fsspec(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, data_pipeline.sources, data_pipeline.config, data_pipeline.manifest, data_pipeline.tokenizer;"
+    code = ("import sys, data_pipeline.readers, data_pipeline.config, shard_format.manifest, data_pipeline.tokenizer;"
             "from data_pipeline.config import PreprocessConfig, resolve_sources;"
-            f"from data_pipeline.sources import list_source_files; list_source_files(resolve_sources("
+            f"from data_pipeline.readers import list_source_files; list_source_files(resolve_sources("
             f"PreprocessConfig(input_dir={str(SAMPLE)!r})));"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fsspec', 's3fs', 'botocore')))")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

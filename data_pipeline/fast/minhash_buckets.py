@@ -24,6 +24,7 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.utils.logging import logger
 
 from data_pipeline.fast.minhash_signature import MERSENNE_PRIME
+from shard_format.atomic import write_bytes_atomic
 
 SIGNATURE_SUFFIX = ".minhash.sig"
 
@@ -96,9 +97,7 @@ class FastMinhashDedupBuckets(PipelineStep):
             pairs[:, 2], pairs[:, 3] = stems[file_id[same + 1]], doc[same + 1]
         self.output_folder.mkdir(parents=True, exist_ok=True)
         out = self.output_folder / f"{bucket:05d}_{worker:02d}.dups"
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_bytes(pairs.tobytes())
-        tmp.replace(out)
+        write_bytes_atomic(out, pairs.tobytes())
         logger.info(f"bucket {bucket} worker {worker + 1}/{workers}: {len(rows)} signatures, {len(pairs)} pairs")
         self.stat_update("total_matches", value=len(pairs))
         return

@@ -19,7 +19,6 @@ near-duplicate of a validation document stays in train.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -29,10 +28,11 @@ import xxhash
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from data_pipeline import manifest as manifest_lib
-from data_pipeline import storage
-from data_pipeline.shards import ShardInfo, ShardReader, ShardWriter, token_dtype_for_vocab
 from data_pipeline.tokenizer import load_tokenizer
+from shard_format import manifest as manifest_lib
+from shard_format import storage
+from shard_format.atomic import AtomicFile, write_text_atomic
+from shard_format.shards import ShardInfo, ShardReader, ShardWriter, token_dtype_for_vocab
 
 SPLITS = ("train", "val")
 TOKENIZER_FOLDER = "tokenizer"  # in the output folder
@@ -77,11 +77,8 @@ def chunks(doc_id: str, text: str, chunk_chars: int) -> list[tuple[str, str]]:
     return units
 
 
-def _write_json_atomic(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def _write_json(path: Path, value) -> None:
+    write_text_atomic(path, json.dumps(value, sort_keys=True) + "\n")
 
 
 def part_paths(parts_folder: Path, rank: int) -> tuple[Path, Path, Path]:
@@ -162,11 +159,9 @@ class TokenizeDocuments(PipelineStep):
             mine = sorted_keys[sorted_keys["source"] == i]
             if len(mine):
                 summary[name] = {"units": len(mine), "first_key": [int(mine["key"][0]), int(mine["tie"][0])]}
-        tmp = keys_path.with_name(keys_path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, sorted_keys)
-        os.replace(tmp, keys_path)
-        _write_json_atomic(summary_path, summary)
+        with AtomicFile(keys_path) as fh:
+            np.save(fh.file, sorted_keys)
+        _write_json(summary_path, summary)
         return
         yield
 
@@ -302,7 +297,7 @@ class WriteBucketShards(PipelineStep):
                 listing.setdefault(split, {})[source] = [asdict(s) for s in writer.shards]
                 self.stat_update(f"shards/{split}", value=len(writer.shards))
                 self.stat_update(f"units/{split}/{source}", value=len(selected))
-        _write_json_atomic(self.lists_folder / f"{bucket:05d}.json", listing)
+        _write_json(self.lists_folder / f"{bucket:05d}.json", listing)
         return
         yield
 

@@ -194,7 +194,7 @@ def test_memory_per_document_is_a_few_tens_of_bytes(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_smoke_checks_same_files():
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "minhash_clusters.py"), "--smoke"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "bench.minhash_clusters", "--smoke"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "same files as datatrove's" in proc.stdout and "ratio:" in proc.stdout

@@ -29,6 +29,8 @@ from types import TracebackType
 import humanize
 import numpy as np
 
+from shard_format.atomic import AtomicFile, fsync_directory
+
 __all__ = [
     "FORMATS",
     "TOKEN_DTYPES",
@@ -49,7 +51,6 @@ _MEGATRON_VERSION = 1
 # declared int32: the bytes equal our uint32 ids as long as ids stay below 2**31, which __init__ checks.
 _MEGATRON_DTYPE_CODES = {2: 8, 4: 4}  # token size in bytes -> code (8: uint16, 4: int32)
 
-_TMP_SUFFIX = ".tmp"  # never matches the "*.ds" glob readers use to find shards
 _WRITE_BUFFER = 1 << 20
 
 
@@ -111,32 +112,20 @@ class ShardInfo:
     extra_files: dict[str, str] = field(default_factory=dict)  # companion file name -> its sha256
 
 
-class _AtomicFile:
-    """A file written under a temporary name, hashed as it is written, renamed into place by `publish`."""
+class _HashedFile(AtomicFile):
+    """An atomic file hashed as it is written; `seal` returns its hex SHA-256."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._tmp_path = path.with_name(path.name + _TMP_SUFFIX)
-        self._file = open(self._tmp_path, "wb", buffering=_WRITE_BUFFER)
+        super().__init__(path, buffering=_WRITE_BUFFER)
         self._digest = hashlib.sha256()
 
-    def write(self, data: bytes | memoryview) -> None:
-        self._file.write(data)
+    def write(self, data: bytes | memoryview) -> int:
         self._digest.update(data)
+        return super().write(data)
 
     def seal(self) -> str:
-        """Flush the temporary file to stable storage and return its hex SHA-256."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        super().seal()
         return self._digest.hexdigest()
-
-    def publish(self) -> None:
-        os.replace(self._tmp_path, self.path)
-
-    def discard(self) -> None:
-        self._file.close()
-        self._tmp_path.unlink(missing_ok=True)
 
 
 class _OpenShard:
@@ -146,7 +135,7 @@ class _OpenShard:
         self.folder = folder
         self.name = name
         self.document_ends: list[int] = []
-        self._files: list[_AtomicFile] = []
+        self._files: list[_HashedFile] = []
         self.ds = self._new_file(f"{name}.ds")
         # Megatron's .bin holds exactly the bytes of the .ds file.
         self.bin = self._new_file(f"{name}.bin") if "megatron" in formats else None
@@ -177,8 +166,8 @@ class _OpenShard:
         # Remove a .ds left by an earlier run first, so that it can never be paired with the new companions.
         self.ds.path.unlink(missing_ok=True)
         for f in companions:
-            f.publish()
-        self.ds.publish()
+            f.publish(sync_folder=False)
+        self.ds.publish(sync_folder=False)
         fsync_directory(self.folder)
         return ShardInfo(
             path=self.ds.path.name,
@@ -193,19 +182,10 @@ class _OpenShard:
         for f in self._files:
             f.discard()
 
-    def _new_file(self, file_name: str) -> _AtomicFile:
-        f = _AtomicFile(self.folder / file_name)
+    def _new_file(self, file_name: str) -> _HashedFile:
+        f = _HashedFile(self.folder / file_name)
         self._files.append(f)
         return f
-
-
-def fsync_directory(folder: Path) -> None:
-    """Make the renames in `folder` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ShardWriter:

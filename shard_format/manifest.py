@@ -13,8 +13,8 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-from data_pipeline import storage
-from data_pipeline.storage import StorageOptions
+from shard_format import storage
+from shard_format.storage import StorageOptions
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1

@@ -5,22 +5,24 @@ filesystem of its protocol, created with the run's `storage_options` (credential
 come from the usual environment, e.g. AWS_ACCESS_KEY_ID / AWS_ENDPOINT_URL for s3fs). fsspec, and the
 protocol's package such as s3fs, are imported on first use of a URL only, so local runs never load them.
 
-Writes are atomic: a reader sees the old object or the complete new one, never a part. Locally that is a
-temporary file in the same folder, fsynced and renamed; object stores publish an upload only once it is
+Writes are atomic: a reader sees the old object or the complete new one, never a part. Locally that is
+`shard_format.atomic`; object stores publish an upload only once it is
 complete, so a remote write is a single PUT (or a multipart upload, completed in one call).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import posixpath
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from shard_format import atomic
+from shard_format.errors import StorageError
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -32,10 +34,6 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")  # two letters at least: `C:
 # a remote file is fetched in blocks of this size, read ahead while the previous one is consumed
 REMOTE_BLOCK_SIZE = 8 * 1024 * 1024
 _READ_BUFFER = 1 << 20
-
-
-class StorageError(ValueError):
-    """A URL names a protocol that fsspec does not know, or whose package is not installed."""
 
 
 def protocol_of(path: str | os.PathLike) -> str | None:
@@ -142,32 +140,6 @@ def open_binary(path: str | os.PathLike, storage_options: StorageOptions = None)
 # Writing
 
 
-@contextlib.contextmanager
-def _atomic_local_file(path: str) -> Iterator[IO[bytes]]:
-    """A file to write `path` through: a temporary in the same folder, fsynced and renamed over `path` when
-    the block ends without an error (and removed when it does not); the folder is fsynced too, so the
-    rename survives a crash."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 minus the umask, like open()
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, storage_options: StorageOptions = None) -> str:
     """Write `data` to a local path or a URL so that readers never see a partial file; returns the path."""
     path = os.fspath(path)
@@ -175,8 +147,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, storage_options: St
         fs, fs_path = resolve(path, storage_options)
         fs.pipe_file(fs_path, data)
         return path
-    with _atomic_local_file(local_path(path)) as fh:
-        fh.write(data)
+    atomic.write_bytes_atomic(local_path(path), data)
     return path
 
 
@@ -191,8 +162,8 @@ def upload_file(local: str | os.PathLike, dest: str | os.PathLike, storage_optio
         fs, fs_path = resolve(dest, storage_options)
         fs.put_file(os.fspath(local), fs_path)
         return dest
-    with open(local, "rb") as src, _atomic_local_file(local_path(dest)) as fh:
-        shutil.copyfileobj(src, fh, _READ_BUFFER)
+    with open(local, "rb") as src, atomic.AtomicFile(local_path(dest)) as fh:
+        shutil.copyfileobj(src, fh.file, _READ_BUFFER)
     return dest
 
 

@@ -1,0 +1,11 @@
+"""The error types both sides raise; each message names the offending config key, file or URL."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key."""
+
+
+class StorageError(ValueError):
+    """A URL names a protocol that fsspec does not know, or whose package is not installed."""
