@@ -61,7 +61,7 @@ class SourceReader(PipelineStep):
         ctx = ReadContext(self, self.bad_records, rank, self.storage_options)
         try:
             for file in self.files[rank::world_size]:
-                self.stat_update("input_files")
+                self.stat_update("input_files", value=1)
                 logger.info(f"reading {file.path}")
                 docs = READERS[file.fmt](ctx, file)
                 try:
