@@ -26,6 +26,7 @@ from datatrove.utils.logging import logger
 
 from data_pipeline.executors import Stage, completed_tasks, logging_dir
 from data_pipeline.readers import SourceReader
+from data_pipeline.steps.meter import utf8_length
 from data_pipeline.steps.peak_memory import PeakMemory
 from shard_format.atomic import write_text_atomic
 
@@ -54,10 +55,6 @@ def hide_library_bars_without_terminal() -> None:
 
 def progress_folder(output_dir: str | os.PathLike, stage: Stage) -> Path:
     return logging_dir(output_dir, stage) / "progress"
-
-
-def utf8_length(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 class CountProgress(PipelineStep):

@@ -11,6 +11,11 @@ from datatrove.pipeline.base import PipelineStep
 METER_PREFIX = "meter:"
 
 
+def utf8_length(text: str) -> int:
+    """The UTF-8 size of a text (lone surrogates counted as encoded), without encoding an ASCII one."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 class Meter(PipelineStep):
     type = "📏 - METER"
 
@@ -21,5 +26,5 @@ class Meter(PipelineStep):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         for doc in data:
             self.stat_update("documents")
-            self.stat_update("bytes", value=len(doc.text.encode("utf-8", "surrogatepass")), unit="doc")
+            self.stat_update("bytes", value=utf8_length(doc.text), unit="doc")
             yield doc
