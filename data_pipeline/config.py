@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from shard_format import storage
-from shard_format.errors import ConfigError
+from shard_format.errors import ConfigError, require
 
 SOURCE_KINDS = ("web", "news", "books", "generic")
 SHARD_FORMATS = ("datatrove", "megatron")
@@ -319,26 +319,21 @@ class PreprocessConfig:
     progress_interval_s: float = 10.0
 
 
-def _require(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
-
-
 def resolve_sources(cfg: PreprocessConfig) -> list[SourceConfig]:
     """The sources to read: `sources` if given, else the web/news/books folders of `input_dir`."""
     if cfg.sources:
-        _require(cfg.input_dir is None, "input_dir", "give either input_dir or sources, not both")
+        require(cfg.input_dir is None, "input_dir", "give either input_dir or sources, not both")
         return list(cfg.sources)
-    _require(cfg.input_dir is not None, "sources", "no input: set input_dir=DIR or give a list of sources")
+    require(cfg.input_dir is not None, "sources", "no input: set input_dir=DIR or give a list of sources")
     root = cfg.input_dir
     with _storage_errors("input_dir", root):
-        _require(storage.isdir(root, cfg.storage_options), "input_dir", f"{root} is not a directory")
+        require(storage.isdir(root, cfg.storage_options), "input_dir", f"{root} is not a directory")
         found = [
             SourceConfig(name=kind, kind=kind, paths=[storage.join(root, kind)])
             for kind in ("web", "news", "books")
             if storage.exists(storage.join(root, kind), cfg.storage_options)
         ]
-    _require(bool(found), "input_dir", f"{root} has none of the folders web/, news/, books/")
+    require(bool(found), "input_dir", f"{root} has none of the folders web/, news/, books/")
     return found
 
 
@@ -363,17 +358,17 @@ def work_dir_of(cfg: PreprocessConfig) -> str:
 
 def _validate_storage(cfg: PreprocessConfig) -> None:
     if cfg.work_dir is not None:
-        _require(not storage.is_remote(cfg.work_dir), "work_dir",
+        require(not storage.is_remote(cfg.work_dir), "work_dir",
                  f"{cfg.work_dir}: intermediate files and logs need a local or shared-filesystem folder, not a URL")
     if not storage.is_remote(cfg.output_dir):
         return
-    _require(cfg.work_dir is not None, "work_dir",
+    require(cfg.work_dir is not None, "work_dir",
              f"output_dir {cfg.output_dir} is a URL: set work_dir to a local or shared-filesystem folder for "
              f"intermediate files and logs")
     bucket = storage.bucket_of(cfg.output_dir)
     with _storage_errors("output_dir", cfg.output_dir):
         storage.resolve(cfg.output_dir, cfg.storage_options)  # its protocol's package is installed
-        _require(storage.exists(bucket, cfg.storage_options), "output_dir",
+        require(storage.exists(bucket, cfg.storage_options), "output_dir",
                  f"the bucket {bucket} of {cfg.output_dir} does not exist or cannot be reached with these credentials")
 
 
@@ -384,42 +379,42 @@ def validate(cfg: PreprocessConfig) -> list[SourceConfig]:
     names = [s.name for s in sources]
     for i, src in enumerate(sources):
         key = f"sources[{i}]"
-        _require(src.name not in ("", "???"), f"{key}.name", "every source needs a name")
-        _require(names.count(src.name) == 1, f"{key}.name", f"duplicate source name {src.name!r}")
-        _require(src.name.replace("_", "").replace("-", "").isalnum(), f"{key}.name",
+        require(src.name not in ("", "???"), f"{key}.name", "every source needs a name")
+        require(names.count(src.name) == 1, f"{key}.name", f"duplicate source name {src.name!r}")
+        require(src.name.replace("_", "").replace("-", "").isalnum(), f"{key}.name",
                  f"{src.name!r}: use letters, digits, '-' and '_' only")
-        _require(src.kind in SOURCE_KINDS, f"{key}.kind", f"unknown source kind {src.kind!r}; expected one of {SOURCE_KINDS}")
-        _require(bool(src.paths), f"{key}.paths", f"source {src.name!r} lists no paths")
+        require(src.kind in SOURCE_KINDS, f"{key}.kind", f"unknown source kind {src.kind!r}; expected one of {SOURCE_KINDS}")
+        require(bool(src.paths), f"{key}.paths", f"source {src.name!r} lists no paths")
         profile = src.quality or src.kind
-        _require(profile in cfg.quality, f"{key}.quality",
+        require(profile in cfg.quality, f"{key}.quality",
                  f"no quality profile {profile!r}; defined: {sorted(cfg.quality)}")
-    _require(cfg.components in COMPONENTS, "components", f"{cfg.components!r}: expected one of {COMPONENTS}")
-    _require(0.0 <= cfg.shards.val_fraction < 1.0, "shards.val_fraction", "must be in [0, 1)")
-    _require(cfg.shards.max_tokens_per_shard > 0, "shards.max_tokens_per_shard", "must be positive")
-    _require(cfg.shards.buckets > 0, "shards.buckets", "must be positive")
-    _require(cfg.shards.chunk_chars >= 0, "shards.chunk_chars", "must be 0 (never cut) or positive")
+    require(cfg.components in COMPONENTS, "components", f"{cfg.components!r}: expected one of {COMPONENTS}")
+    require(0.0 <= cfg.shards.val_fraction < 1.0, "shards.val_fraction", "must be in [0, 1)")
+    require(cfg.shards.max_tokens_per_shard > 0, "shards.max_tokens_per_shard", "must be positive")
+    require(cfg.shards.buckets > 0, "shards.buckets", "must be positive")
+    require(cfg.shards.chunk_chars >= 0, "shards.chunk_chars", "must be 0 (never cut) or positive")
     for fmt in cfg.shards.formats:
-        _require(fmt in SHARD_FORMATS, "shards.formats", f"unknown format {fmt!r}; expected some of {SHARD_FORMATS}")
-    _require("datatrove" in cfg.shards.formats, "shards.formats", "the datatrove .ds format is always written")
-    _require(cfg.tokenizer.vocab_size >= 300, "tokenizer.vocab_size", "a byte-level BPE needs at least 300 entries")
+        require(fmt in SHARD_FORMATS, "shards.formats", f"unknown format {fmt!r}; expected some of {SHARD_FORMATS}")
+    require("datatrove" in cfg.shards.formats, "shards.formats", "the datatrove .ds format is always written")
+    require(cfg.tokenizer.vocab_size >= 300, "tokenizer.vocab_size", "a byte-level BPE needs at least 300 entries")
     if cfg.tokenizer.path is not None:
-        _require(Path(cfg.tokenizer.path).is_file(), "tokenizer.path", f"{cfg.tokenizer.path} is not a file")
+        require(Path(cfg.tokenizer.path).is_file(), "tokenizer.path", f"{cfg.tokenizer.path} is not a file")
     mh = cfg.dedup.minhash
     for name in ("n_grams", "num_buckets", "hashes_per_bucket"):
-        _require(getattr(mh, name) > 0, f"dedup.minhash.{name}", "must be positive")
-    _require(cfg.dedup.find_tasks is None or cfg.dedup.find_tasks > 0, "dedup.find_tasks", "must be positive (or null: executor.tasks)")
-    _require(mh.bucket_workers is None or mh.bucket_workers > 0, "dedup.minhash.bucket_workers",
+        require(getattr(mh, name) > 0, f"dedup.minhash.{name}", "must be positive")
+    require(cfg.dedup.find_tasks is None or cfg.dedup.find_tasks > 0, "dedup.find_tasks", "must be positive (or null: executor.tasks)")
+    require(mh.bucket_workers is None or mh.bucket_workers > 0, "dedup.minhash.bucket_workers",
              "must be positive (or null: executor.tasks / num_buckets)")
     ex = cfg.executor
-    _require(ex.kind in ("local", "slurm"), "executor.kind", f"{ex.kind!r}: expected local or slurm")
-    _require(ex.tasks > 0, "executor.tasks", "must be positive")
-    _require(cfg.progress_interval_s > 0, "progress_interval_s", "must be positive")
-    _require(ex.max_array_size > 0 or ex.max_array_size == -1, "executor.max_array_size", "must be positive, or -1 (no limit)")
+    require(ex.kind in ("local", "slurm"), "executor.kind", f"{ex.kind!r}: expected local or slurm")
+    require(ex.tasks > 0, "executor.tasks", "must be positive")
+    require(cfg.progress_interval_s > 0, "progress_interval_s", "must be positive")
+    require(ex.max_array_size > 0 or ex.max_array_size == -1, "executor.max_array_size", "must be positive, or -1 (no limit)")
     _validate_slurm_fields("executor", ex)
     for stage_key, stage in ex.stages.items():
         _validate_slurm_fields(f"executor.stages.{stage_key}", stage)
-    _require(0 < cfg.language.min_score <= 1, "language.min_score", "must be in (0, 1]")
-    _require(bool(cfg.language.languages), "language.languages", "list at least one language")
+    require(0 < cfg.language.min_score <= 1, "language.min_score", "must be in (0, 1]")
+    require(bool(cfg.language.languages), "language.languages", "list at least one language")
     return sources
 
 
@@ -442,14 +437,14 @@ _SLURM_TIME = re.compile(r"(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2}|UNLIMITED|INFINITE
 def _validate_slurm_fields(prefix: str, settings: ExecutorConfig | StageExecutorConfig) -> None:
     """Ranges and formats of the fields ExecutorConfig and StageExecutorConfig share (a null one is inherited)."""
     if settings.time is not None:
-        _require(_SLURM_TIME.fullmatch(str(settings.time)) is not None, f"{prefix}.time",
+        require(_SLURM_TIME.fullmatch(str(settings.time)) is not None, f"{prefix}.time",
                  f"{settings.time!r} is not a Slurm time limit (HH:MM:SS, D-HH:MM:SS or minutes)")
     for name in ("cpus_per_task", "mem_per_cpu_gb", "tasks_per_job"):
         value = getattr(settings, name)
-        _require(value is None or value > 0, f"{prefix}.{name}", "must be positive")
-    _require(settings.workers is None or settings.workers > 0 or settings.workers == -1, f"{prefix}.workers",
+        require(value is None or value > 0, f"{prefix}.{name}", "must be positive")
+    require(settings.workers is None or settings.workers > 0 or settings.workers == -1, f"{prefix}.workers",
              "must be positive, or -1 (no limit)")
-    _require(settings.randomize_start_duration is None or settings.randomize_start_duration >= 0,
+    require(settings.randomize_start_duration is None or settings.randomize_start_duration >= 0,
              f"{prefix}.randomize_start_duration", "must be 0 or more seconds")
 
 
@@ -457,7 +452,7 @@ def check_stage_keys(ex: ExecutorConfig, stage_keys: list[str]) -> None:
     """Every executor.stages entry that sets something names a stage of this run (a misspelt one would
     silently do nothing); conf/executor/slurm.yaml lists every stage with nothing set."""
     for stage_key, stage in ex.stages.items():
-        _require(stage == StageExecutorConfig() or stage_key in stage_keys, f"executor.stages.{stage_key}",
+        require(stage == StageExecutorConfig() or stage_key in stage_keys, f"executor.stages.{stage_key}",
                  f"no stage {stage_key!r}; stages: {', '.join(stage_keys)}")
 
 

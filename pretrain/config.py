@@ -22,14 +22,14 @@ from typing import Any, NamedTuple, Optional, Sequence
 from omegaconf import II, MISSING
 
 # the one error type of the project: the message names the key
-from shard_format.errors import ConfigError
+from monitoring.config import LoggingConfig
+from shard_format.errors import ConfigError, require
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 ZERO_STAGES = (0, 1, 2, 3)
 OFFLOAD_DEVICES = ("none", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16")
-LOGGING_MODES = ("online", "offline", "disabled")
 
 # DeepSpeed keys that have a typed counterpart here: `deepspeed.extra` may not set them.
 # key -> (the setting to use instead, the sub-key it owns: the others may be set, None = the whole key)
@@ -81,7 +81,7 @@ class ModelConfig:
     def with_vocab(self, vocab_size: Optional[int] = None) -> ModelConfig:
         """A copy whose null `vocab_size` is filled in by `vocab_size` (the data manifest's)."""
         vocab = self.vocab_size if self.vocab_size is not None else vocab_size
-        _require(vocab is not None, "model.vocab_size",
+        require(vocab is not None, "model.vocab_size",
                  "null and no vocabulary size given (it comes from the data manifest)")
         return dataclasses.replace(self, vocab_size=vocab)
 
@@ -194,16 +194,6 @@ class BatchSection:
 
 
 @dataclass
-class LoggingSection:
-    mode: str = "offline"  # online | offline | disabled (W&B mode; the console always logs)
-    project: str = "llm-pretrain"
-    entity: Optional[str] = None
-    run_name: Optional[str] = None
-    log_every: int = 10  # steps
-    tags: list[str] = field(default_factory=list)
-
-
-@dataclass
 class CheckpointSection:
     dir: str = "${output_dir}/checkpoints"
     every_steps: int = 500  # 0 = no periodic checkpoints
@@ -235,7 +225,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
     batch: BatchSection = field(default_factory=BatchSection)
-    logging: LoggingSection = field(default_factory=LoggingSection)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     eval: EvalSection = field(default_factory=EvalSection)
     memory: MemorySection = field(default_factory=MemorySection)
@@ -258,21 +248,16 @@ class BatchSizes(NamedTuple):
     global_batch_size: int
 
 
-def _require(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
-
-
 def _is_set(value: Any) -> bool:
     return value is not None and value != MISSING
 
 
 def derive_batch(batch: BatchSection, world_size: int) -> BatchSizes:
     """(micro, grad_accum, global) from the given two (or three, checked) and the data-parallel world size."""
-    _require(isinstance(world_size, int) and world_size >= 1, "world_size", f"{world_size!r}: must be a positive integer")
+    require(isinstance(world_size, int) and world_size >= 1, "world_size", f"{world_size!r}: must be a positive integer")
     micro, accum, glob = batch.micro_batch_size, batch.grad_accum_steps, batch.global_batch_size
     for key, value in (("micro_batch_size", micro), ("grad_accum_steps", accum), ("global_batch_size", glob)):
-        _require(value is None or value >= 1, f"batch.{key}", f"{value}: must be positive (or null = derived)")
+        require(value is None or value >= 1, f"batch.{key}", f"{value}: must be positive (or null = derived)")
     given = (f"batch.micro_batch_size={micro}, batch.grad_accum_steps={accum}, "
              f"batch.global_batch_size={glob}, world size {world_size}")
     if micro is not None and accum is not None:
@@ -283,11 +268,11 @@ def derive_batch(batch: BatchSection, world_size: int) -> BatchSizes:
                 f"set one of them to null to derive it (e.g. batch.micro_batch_size=null)")
         return BatchSizes(micro, accum, micro * accum * world_size)
     if micro is not None and glob is not None:
-        _require(glob % (micro * world_size) == 0, "batch.global_batch_size",
+        require(glob % (micro * world_size) == 0, "batch.global_batch_size",
                  f"{glob} is not a multiple of batch.micro_batch_size * world size = {micro} * {world_size} ({given})")
         return BatchSizes(micro, glob // (micro * world_size), glob)
     if accum is not None and glob is not None:
-        _require(glob % (accum * world_size) == 0, "batch.global_batch_size",
+        require(glob % (accum * world_size) == 0, "batch.global_batch_size",
                  f"{glob} is not a multiple of batch.grad_accum_steps * world size = {accum} * {world_size} ({given})")
         return BatchSizes(glob // (accum * world_size), accum, glob)
     if micro is not None:
@@ -299,18 +284,18 @@ def derive_batch(batch: BatchSection, world_size: int) -> BatchSizes:
 def _validate_model(m: ModelConfig) -> None:
     for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len"):
         value = getattr(m, name)
-        _require(_is_set(value), f"model.{name}",
+        require(_is_set(value), f"model.{name}",
                  f"missing: pick a model preset (model={'|'.join(model_preset_names())}) or set it")
-        _require(value >= 1, f"model.{name}", f"{value}: must be positive")
-    _require(m.vocab_size is None or m.vocab_size >= 1, "model.vocab_size", f"{m.vocab_size}: must be positive (or null)")
-    _require(m.ffn_hidden_dim is None or m.ffn_hidden_dim >= 1, "model.ffn_hidden_dim",
+        require(value >= 1, f"model.{name}", f"{value}: must be positive")
+    require(m.vocab_size is None or m.vocab_size >= 1, "model.vocab_size", f"{m.vocab_size}: must be positive (or null)")
+    require(m.ffn_hidden_dim is None or m.ffn_hidden_dim >= 1, "model.ffn_hidden_dim",
              f"{m.ffn_hidden_dim}: must be positive (or null)")
-    _require(m.dim % m.n_heads == 0, "model.n_heads", f"model.dim={m.dim} is not divisible by model.n_heads={m.n_heads}")
-    _require(m.n_heads % m.n_kv_heads == 0, "model.n_kv_heads",
+    require(m.dim % m.n_heads == 0, "model.n_heads", f"model.dim={m.dim} is not divisible by model.n_heads={m.n_heads}")
+    require(m.n_heads % m.n_kv_heads == 0, "model.n_kv_heads",
              f"model.n_heads={m.n_heads} is not divisible by model.n_kv_heads={m.n_kv_heads}")
-    _require((m.dim // m.n_heads) % 2 == 0, "model.n_heads", f"head dim {m.dim // m.n_heads} must be even (RoPE)")
+    require((m.dim // m.n_heads) % 2 == 0, "model.n_heads", f"head dim {m.dim // m.n_heads} must be even (RoPE)")
     for name in ("rope_theta", "norm_eps", "init_std"):
-        _require(getattr(m, name) > 0, f"model.{name}", f"{getattr(m, name)}: must be positive")
+        require(getattr(m, name) > 0, f"model.{name}", f"{getattr(m, name)}: must be positive")
 
 
 def _check_owned(section: Any, owned: dict, prefix: str) -> None:
@@ -322,7 +307,7 @@ def _check_owned(section: Any, owned: dict, prefix: str) -> None:
         value = section[key]
         clash = sub_key is None or not isinstance(value, dict) or sub_key in value
         what = key if sub_key is None or not isinstance(value, dict) else f"{key}.{sub_key}"
-        _require(not clash, f"{prefix}.{what}", f"generated from the config: set {instead} instead")
+        require(not clash, f"{prefix}.{what}", f"generated from the config: set {instead} instead")
 
 
 def validate_extra(extra: dict) -> None:
@@ -333,71 +318,68 @@ def validate_extra(extra: dict) -> None:
 
 def validate(cfg: TrainConfig, world_size: int) -> BatchSizes:
     """Check everything types cannot, before any model is built; return the derived batch sizes."""
-    _require(cfg.seed >= 0, "seed", f"{cfg.seed}: must be >= 0")
-    _require(cfg.max_steps >= 1, "max_steps", f"{cfg.max_steps}: must be positive")
-    _require(cfg.profile_step >= 0, "profile_step", f"{cfg.profile_step}: must be >= 0 (0 = off)")
-    _require(cfg.threads_per_rank >= 1, "threads_per_rank", f"{cfg.threads_per_rank}: must be positive")
-    _require(cfg.collective_timeout_minutes > 0, "collective_timeout_minutes",
+    require(cfg.seed >= 0, "seed", f"{cfg.seed}: must be >= 0")
+    require(cfg.max_steps >= 1, "max_steps", f"{cfg.max_steps}: must be positive")
+    require(cfg.profile_step >= 0, "profile_step", f"{cfg.profile_step}: must be >= 0 (0 = off)")
+    require(cfg.threads_per_rank >= 1, "threads_per_rank", f"{cfg.threads_per_rank}: must be positive")
+    require(cfg.collective_timeout_minutes > 0, "collective_timeout_minutes",
              f"{cfg.collective_timeout_minutes}: must be positive")
-    _require(bool(cfg.output_dir), "output_dir", "empty")
-    _require(cfg.peak_tflops is None or cfg.peak_tflops > 0, "peak_tflops", f"{cfg.peak_tflops}: must be positive (or null)")
+    require(bool(cfg.output_dir), "output_dir", "empty")
+    require(cfg.peak_tflops is None or cfg.peak_tflops > 0, "peak_tflops", f"{cfg.peak_tflops}: must be positive (or null)")
     _validate_model(cfg.model)
 
     o = cfg.optim
-    _require(o.lr > 0, "optim.lr", f"{o.lr}: must be positive")
-    _require(0.0 <= o.min_lr_ratio <= 1.0, "optim.min_lr_ratio", f"{o.min_lr_ratio}: must be in [0, 1]")
-    _require(o.warmup_steps >= 0, "optim.warmup_steps", f"{o.warmup_steps}: must be >= 0")
-    _require(o.weight_decay >= 0, "optim.weight_decay", f"{o.weight_decay}: must be >= 0")
-    _require(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), "optim.betas",
+    require(o.lr > 0, "optim.lr", f"{o.lr}: must be positive")
+    require(0.0 <= o.min_lr_ratio <= 1.0, "optim.min_lr_ratio", f"{o.min_lr_ratio}: must be in [0, 1]")
+    require(o.warmup_steps >= 0, "optim.warmup_steps", f"{o.warmup_steps}: must be >= 0")
+    require(o.weight_decay >= 0, "optim.weight_decay", f"{o.weight_decay}: must be >= 0")
+    require(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), "optim.betas",
              f"{list(o.betas)}: expected two values in [0, 1)")
-    _require(o.eps > 0, "optim.eps", f"{o.eps}: must be positive")
-    _require(o.grad_clip >= 0, "optim.grad_clip", f"{o.grad_clip}: must be >= 0 (0 = no clipping)")
+    require(o.eps > 0, "optim.eps", f"{o.eps}: must be positive")
+    require(o.grad_clip >= 0, "optim.grad_clip", f"{o.grad_clip}: must be >= 0 (0 = no clipping)")
 
     d = cfg.data
-    _require(bool(d.path), "data.path", "empty: the shard folder with manifest.json")
-    _require(isinstance(d.seq_len, int), "data.seq_len", f"{d.seq_len!r}: not an integer (interpolations resolve when "
+    require(bool(d.path), "data.path", "empty: the shard folder with manifest.json")
+    require(isinstance(d.seq_len, int), "data.seq_len", f"{d.seq_len!r}: not an integer (interpolations resolve when "
              "Hydra composes the config; built in Python, set it)")
-    _require(d.seq_len >= 1, "data.seq_len", f"{d.seq_len}: must be positive")
-    _require(d.seq_len <= cfg.model.max_seq_len, "data.seq_len",
+    require(d.seq_len >= 1, "data.seq_len", f"{d.seq_len}: must be positive")
+    require(d.seq_len <= cfg.model.max_seq_len, "data.seq_len",
              f"{d.seq_len} is longer than model.max_seq_len={cfg.model.max_seq_len}")
     for name, weight in d.weights.items():
-        _require(weight >= 0, f"data.weights.{name}", f"{weight}: must be >= 0")
-    _require(not d.weights or sum(d.weights.values()) > 0, "data.weights", "all weights are 0")
+        require(weight >= 0, f"data.weights.{name}", f"{weight}: must be >= 0")
+    require(not d.weights or sum(d.weights.values()) > 0, "data.weights", "all weights are 0")
 
     ds = cfg.deepspeed
-    _require(ds.zero_stage in ZERO_STAGES, "deepspeed.zero_stage", f"{ds.zero_stage}: expected one of {ZERO_STAGES}")
-    _require(ds.offload_optimizer in OFFLOAD_DEVICES, "deepspeed.offload_optimizer",
+    require(ds.zero_stage in ZERO_STAGES, "deepspeed.zero_stage", f"{ds.zero_stage}: expected one of {ZERO_STAGES}")
+    require(ds.offload_optimizer in OFFLOAD_DEVICES, "deepspeed.offload_optimizer",
              f"{ds.offload_optimizer!r}: expected one of {OFFLOAD_DEVICES}")
-    _require(ds.offload_param in OFFLOAD_DEVICES, "deepspeed.offload_param",
+    require(ds.offload_param in OFFLOAD_DEVICES, "deepspeed.offload_param",
              f"{ds.offload_param!r}: expected one of {OFFLOAD_DEVICES}")
-    _require(ds.precision in PRECISIONS, "deepspeed.precision", f"{ds.precision!r}: expected one of {PRECISIONS}")
-    _require(ds.offload_optimizer == "none" or ds.zero_stage >= 1, "deepspeed.offload_optimizer",
+    require(ds.precision in PRECISIONS, "deepspeed.precision", f"{ds.precision!r}: expected one of {PRECISIONS}")
+    require(ds.offload_optimizer == "none" or ds.zero_stage >= 1, "deepspeed.offload_optimizer",
              f"needs ZeRO stage 1, 2 or 3 (deepspeed.zero_stage={ds.zero_stage})")
-    _require(ds.offload_param == "none" or ds.zero_stage == 3, "deepspeed.offload_param",
+    require(ds.offload_param == "none" or ds.zero_stage == 3, "deepspeed.offload_param",
              f"needs ZeRO stage 3 (deepspeed.zero_stage={ds.zero_stage})")
     validate_extra(ds.extra)
 
     sizes = derive_batch(cfg.batch, world_size)
 
-    lg = cfg.logging
-    _require(lg.mode in LOGGING_MODES, "logging.mode", f"{lg.mode!r}: expected one of {LOGGING_MODES}")
-    _require(bool(lg.project), "logging.project", "empty")
-    _require(lg.log_every >= 1, "logging.log_every", f"{lg.log_every}: must be positive")
+    cfg.logging.validate()
 
     ck = cfg.checkpoint
-    _require(bool(ck.dir), "checkpoint.dir", "empty")
-    _require(ck.every_steps >= 0, "checkpoint.every_steps", f"{ck.every_steps}: must be >= 0 (0 = off)")
-    _require(ck.keep_last >= 0, "checkpoint.keep_last", f"{ck.keep_last}: must be >= 0 (0 = keep all)")
-    _require(bool(ck.resume), "checkpoint.resume", "empty: expected auto, none or a checkpoint path")
+    require(bool(ck.dir), "checkpoint.dir", "empty")
+    require(ck.every_steps >= 0, "checkpoint.every_steps", f"{ck.every_steps}: must be >= 0 (0 = off)")
+    require(ck.keep_last >= 0, "checkpoint.keep_last", f"{ck.keep_last}: must be >= 0 (0 = keep all)")
+    require(bool(ck.resume), "checkpoint.resume", "empty: expected auto, none or a checkpoint path")
     if ck.resume not in ("auto", "none"):
-        _require(Path(ck.resume).exists(), "checkpoint.resume", f"{ck.resume} does not exist (or use auto | none)")
+        require(Path(ck.resume).exists(), "checkpoint.resume", f"{ck.resume} does not exist (or use auto | none)")
 
-    _require(cfg.eval.every_steps >= 0, "eval.every_steps", f"{cfg.eval.every_steps}: must be >= 0 (0 = off)")
-    _require(cfg.eval.batches >= 1, "eval.batches", f"{cfg.eval.batches}: must be positive")
+    require(cfg.eval.every_steps >= 0, "eval.every_steps", f"{cfg.eval.every_steps}: must be >= 0 (0 = off)")
+    require(cfg.eval.batches >= 1, "eval.batches", f"{cfg.eval.batches}: must be positive")
 
     mem = cfg.memory
-    _require(mem.device_gib is None or mem.device_gib > 0, "memory.device_gib", f"{mem.device_gib}: must be positive (or null)")
-    _require(mem.world_size is None or mem.world_size >= 1, "memory.world_size",
+    require(mem.device_gib is None or mem.device_gib > 0, "memory.device_gib", f"{mem.device_gib}: must be positive (or null)")
+    require(mem.world_size is None or mem.world_size >= 1, "memory.world_size",
              f"{mem.world_size}: must be positive (or null)")
 
     return sizes
@@ -409,11 +391,11 @@ def validate_against_manifest(cfg: TrainConfig, manifest: dict) -> int:
     data_vocab = int(manifest["tokenizer"]["vocab_size"])
     sources = set(manifest["splits"].get("train", {}).get("sources", {}))
     for name in cfg.data.weights:
-        _require(name in sources, f"data.weights.{name}", f"no source {name!r} in {cfg.data.path}; it has {sorted(sources)}")
+        require(name in sources, f"data.weights.{name}", f"no source {name!r} in {cfg.data.path}; it has {sorted(sources)}")
     vocab = cfg.model.vocab_size
     if vocab is None:
         return data_vocab
-    _require(vocab >= data_vocab, "model.vocab_size",
+    require(vocab >= data_vocab, "model.vocab_size",
              f"{vocab} is smaller than the tokenizer's vocabulary ({data_vocab}, from {cfg.data.path})")
     return vocab
 
@@ -428,7 +410,7 @@ def register_configs() -> None:
     cs.store(group="optim", name="optim_schema", node=OptimSection)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="deepspeed", name="deepspeed_schema", node=DeepSpeedSection)
-    cs.store(group="logging", name="logging_schema", node=LoggingSection)
+    cs.store(group="logging", name="logging_schema", node=LoggingConfig)
 
 
 def _check_keys(node: Any, schema: type, prefix: str) -> None:
@@ -439,7 +421,7 @@ def _check_keys(node: Any, schema: type, prefix: str) -> None:
     hints = typing.get_type_hints(schema)
     for key in node.keys():
         full = f"{prefix}{key}"
-        _require(key in hints, full, f"unknown key (not in {schema.__name__}; see pretrain/config.py)")
+        require(key in hints, full, f"unknown key (not in {schema.__name__}; see pretrain/config.py)")
         if dataclasses.is_dataclass(hints[key]):
             child = node._get_node(key)
             if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
@@ -457,7 +439,7 @@ def from_hydra(dict_cfg: Any) -> TrainConfig:
         cfg = OmegaConf.to_object(dict_cfg)
     except MissingMandatoryValue as exc:
         raise ConfigError(f"{exc.full_key}: missing value") from exc
-    _require(isinstance(cfg, TrainConfig), "<root>", f"expected a TrainConfig, got {type(cfg).__name__}")
+    require(isinstance(cfg, TrainConfig), "<root>", f"expected a TrainConfig, got {type(cfg).__name__}")
     return cfg
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from typing import Any
+
+from monitoring.config import LoggingConfig
+from monitoring.wandb_run import open_run
 
 # Dense bf16 peak TFLOP/s (vendor data sheets, without sparsity). MFU = achieved model FLOP/s / peak.
 PEAK_TFLOPS_BF16 = {
@@ -20,7 +22,6 @@ PEAK_TFLOPS_BF16 = {
     "L40S": 362.0,
     "L4": 121.0,
 }
-_SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.IGNORECASE)
 
 
 def peak_tflops(device_name: str | None, override: float | None = None) -> float | None:
@@ -41,15 +42,6 @@ def mfu(flops_per_token: float, tokens_per_second: float, peak: float | None, nu
     return flops_per_token * tokens_per_second / (peak * 1e12 * num_devices)
 
 
-def redact_secrets(config: Any) -> Any:
-    """A copy of a nested config with every value under a secret-looking key replaced."""
-    if isinstance(config, dict):
-        return {k: "<redacted>" if _SECRET_KEY.search(str(k)) else redact_secrets(v) for k, v in config.items()}
-    if isinstance(config, list):
-        return [redact_secrets(v) for v in config]
-    return config
-
-
 def format_console(step: int, metrics: dict[str, float | None]) -> str:
     parts = [f"step {step:>6}"]
     for key, value in metrics.items():
@@ -67,8 +59,7 @@ def format_console(step: int, metrics: dict[str, float | None]) -> str:
 class MetricsLogger:
     """W&B and console sink. `mode` is online, offline or disabled; on ranks other than 0 it is a no-op."""
 
-    def __init__(self, *, rank: int, mode: str, project: str, run_name: str | None, entity: str | None,
-                 config: dict, run_id: str | None, output_dir: str, tags: list[str] | None = None):
+    def __init__(self, *, rank: int, logging: LoggingConfig, config: dict, run_id: str | None, output_dir: str):
         self.rank = rank
         self.run = None
         self._last_console = 0.0
@@ -77,15 +68,7 @@ class MetricsLogger:
         os.makedirs(output_dir, exist_ok=True)
         # every logged value at full precision, one JSON object per line: for scripts and tests
         self._jsonl = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8")
-        if mode == "disabled":  # no W&B run at all (nor an import of wandb)
-            return
-        import wandb
-
-        self.run = wandb.init(
-            project=project, entity=entity, name=run_name, id=run_id, resume="allow", mode=mode,
-            dir=output_dir, config=redact_secrets(config), tags=tags or None,
-            settings=wandb.Settings(console="off", x_disable_stats=True),
-        )
+        self.run = open_run(logging, job_type="train", config=config, parent_dir=output_dir, run_id=run_id)
 
     @property
     def run_id(self) -> str | None:

@@ -81,8 +81,7 @@ def run(cfg: TrainConfig) -> int:
         if env.rank == 0:
             print(f"resumed from {resume} (step {trainer.step})", flush=True)
 
-    logger = MetricsLogger(rank=env.rank, mode=cfg.logging.mode, project=cfg.logging.project, entity=cfg.logging.entity,
-                           run_name=cfg.logging.run_name, config=to_dict(cfg), tags=list(cfg.logging.tags),
+    logger = MetricsLogger(rank=env.rank, logging=cfg.logging, config=to_dict(cfg),
                            run_id=resume_state.get("wandb_run_id") if resume_state else None, output_dir=cfg.output_dir)
     trainer.extra_state = {"wandb_run_id": logger.run_id, "world_size": env.world_size, "model_config": model_cfg.to_dict(),
                            "global_batch_size": sizes.global_batch_size, "data_path": cfg.data.path, "seq_len": cfg.data.seq_len}

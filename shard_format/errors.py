@@ -9,3 +9,9 @@ class ConfigError(ValueError):
 
 class StorageError(ValueError):
     """A URL names a protocol that fsspec does not know, or whose package is not installed."""
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """ConfigError("<key>: <message>") unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")

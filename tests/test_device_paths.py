@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from monitoring.config import LoggingConfig
 from pretrain import collectives
 from pretrain.callbacks import CheckpointCallback, EvalCallback, MetricsCallback
 from pretrain.data import DataConfig, build_train_batches
@@ -93,7 +94,7 @@ def test_batches_reach_the_engine_device_with_one_small_collective_per_step(samp
     grad_accum, steps, log_every = 2, 4, 2
     engine = StandInEngine(None, torch.device("meta"), grad_accum)
     batches = DeviceBatches(build_train_batches(DataConfig(str(sample_run), SEQ), MICRO), engine.device)
-    logger = MetricsLogger(rank=0, mode="disabled", project="p", run_name=None, entity=None, config={}, run_id=None,
+    logger = MetricsLogger(rank=0, logging=LoggingConfig(mode="disabled"), config={}, run_id=None,
                            output_dir=str(tmp_path))
     trainer = Trainer(engine, batches, grad_accum, max_steps=steps,
                       callbacks=[StopOnSignal(StopSignals(), 0), MetricsCallback(logger, log_every, 1.0, None, 1)])
@@ -160,8 +161,8 @@ def rank_in_a_group_that_refuses_cpu_tensors(rank: int, world: int, port: int, s
         model = tiny_model(loader.dataset.vocab_size).to(device)
         engine = StandInEngine(model, torch.device(device), grad_accum)
         batches = DeviceBatches(loader, engine.device)
-        logger = MetricsLogger(rank=rank, mode="disabled", project="p", run_name=None, entity=None, config={},
-                               run_id=None, output_dir=out)
+        logger = MetricsLogger(rank=rank, logging=LoggingConfig(mode="disabled"), config={}, run_id=None,
+                               output_dir=out)
         signals = StopSignals()  # not installed: the test sets `received` itself
         sources = sorted(manifest_lib.read(shards)["splits"]["val"]["sources"])
         evals: list[dict] = []

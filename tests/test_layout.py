@@ -1,4 +1,5 @@
-"""`pretrain` and `shard_format` import nothing of `data_pipeline`; `shard_format` imports nothing of `pretrain`."""
+"""`pretrain`, `monitoring` and `shard_format` import nothing of `data_pipeline`; `shard_format` and `monitoring`
+import nothing of `pretrain`; `shard_format` nothing of `monitoring`."""
 
 import ast
 import os
@@ -23,7 +24,8 @@ def _imported_packages(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(("package", "forbidden"), [("pretrain", {"data_pipeline"}),
-                                                    ("shard_format", {"data_pipeline", "pretrain"})])
+                                                    ("monitoring", {"data_pipeline", "pretrain"}),
+                                                    ("shard_format", {"data_pipeline", "pretrain", "monitoring"})])
 def test_package_imports_stay_on_its_side(package, forbidden):
     offenders = {str(path.relative_to(ROOT)): sorted(_imported_packages(path) & forbidden)
                  for path in sorted((ROOT / package).rglob("*.py"))}
@@ -39,7 +41,8 @@ def test_shard_format_and_pretrain_data_import_without_data_pipeline():
             "            raise ModuleNotFoundError(name)\n"
             "sys.meta_path.insert(0, Refuse())\n"
             "import shard_format.errors, shard_format.atomic, shard_format.storage, shard_format.shards\n"
-            "import shard_format.manifest, pretrain.config, pretrain.data, pretrain.checkpoint\n")
+            "import shard_format.manifest, pretrain.config, pretrain.data, pretrain.checkpoint\n"
+            "import monitoring.config, monitoring.wandb_run, monitoring.dataset, pretrain.metrics\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr

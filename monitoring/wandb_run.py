@@ -1,0 +1,56 @@
+"""Opening a W&B run the same way for every command, and marking a dataset artifact as its input.
+
+A run folder must be self-contained: `wandb sync <folder>` on a machine with network needs no other
+file, so artifact files are copied into the run folder before they are added (see `dataset.py`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from monitoring.config import LoggingConfig
+
+_SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.IGNORECASE)
+
+
+def redact_secrets(config: Any) -> Any:
+    """A copy of a nested config with every value under a secret-looking key replaced."""
+    if isinstance(config, dict):
+        return {k: "<redacted>" if _SECRET_KEY.search(str(k)) else redact_secrets(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [redact_secrets(v) for v in config]
+    return config
+
+
+def open_run(cfg: LoggingConfig, *, job_type: str, config: dict, parent_dir: str, run_id: str | None = None):
+    """A W&B run under `parent_dir`/wandb, or None when `cfg.mode` is disabled (wandb is then not imported).
+
+    `run_id` continues that run (a resumed or requeued job); W&B's console capture and system-stats
+    sampling are off: our console lines are the log, and the stats thread costs a core on a CPU node."""
+    if cfg.mode == "disabled":
+        return None
+    import wandb
+
+    os.makedirs(parent_dir, exist_ok=True)
+    return wandb.init(
+        project=cfg.project, entity=cfg.entity, name=cfg.run_name, id=run_id, resume="allow", mode=cfg.mode,
+        job_type=job_type, dir=parent_dir, config=redact_secrets(config), tags=list(cfg.tags) or None,
+        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+    )
+
+
+def run_folder(run) -> str:
+    """The folder `wandb sync` takes: `<dir>/wandb/offline-run-<time>-<id>` (or `run-...` online)."""
+    return os.path.dirname(run.dir)
+
+
+def use_as_input(run, artifact) -> None:
+    """Record `artifact` (a draft) as an input of `run`. Online, W&B finds the version with the same
+    digest (the one the pipeline logged) or makes a new one. Offline, `Run.use_artifact` refuses; the
+    private `Run._log_artifact(use_after_commit=True)` writes the record that `wandb sync` turns into
+    the same logged-and-used artifact (this is what `use_artifact` does with a draft online)."""
+    if run.settings._offline:
+        run._log_artifact(artifact, use_after_commit=True)  # wandb.sdk.wandb_run.Run._log_artifact
+    else:
+        run.use_artifact(artifact)
