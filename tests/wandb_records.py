@@ -38,12 +38,21 @@ def _raw_records(data: bytes):
             pending = b""
 
 
-def read_run(path: Path) -> tuple[list[dict], dict]:
-    """(history rows, run config) of an offline run file."""
-    history, config = [], {}
+def records(path: Path) -> list[pb.Record]:
+    """Every protobuf record of an offline run file, in order (artifact, use_artifact, alert... records:
+    `record.WhichOneof("record_type")` says which)."""
+    out = []
     for raw in _raw_records(Path(path).read_bytes()):
         record = pb.Record()
         record.ParseFromString(raw)
+        out.append(record)
+    return out
+
+
+def read_run(path: Path) -> tuple[list[dict], dict]:
+    """(history rows, run config) of an offline run file."""
+    history, config = [], {}
+    for record in records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             history.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
