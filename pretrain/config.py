@@ -85,24 +85,30 @@ class ModelConfig:
                  "null and no vocabulary size given (it comes from the data manifest)")
         return dataclasses.replace(self, vocab_size=vocab)
 
-    def validate(self) -> ModelConfig:
-        """Check a shape to build (vocab_size set): ValueError naming the field."""
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len"):
-            _check_positive_int(name, getattr(self, name))
+    def validate(self, *, need_vocab: bool = True) -> ModelConfig:
+        """Every rule of a shape: ConfigError naming the key. `need_vocab=False` allows a null vocab_size
+        (checked before the data manifest is read, which fills it in)."""
+        for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len"):
+            value = getattr(self, name)
+            require(value is not None and value != MISSING, f"model.{name}",
+                    f"missing: pick a model preset (model={'|'.join(model_preset_names())}) or set it")
+            _require_positive_int(f"model.{name}", value)
+        if need_vocab or self.vocab_size is not None:
+            _require_positive_int("model.vocab_size", self.vocab_size)
         if self.ffn_hidden_dim is not None:
-            _check_positive_int("ffn_hidden_dim", self.ffn_hidden_dim)
+            _require_positive_int("model.ffn_hidden_dim", self.ffn_hidden_dim)
         for name in ("rope_theta", "norm_eps", "init_std"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"model.{name}: must be a positive number, got {value!r}")
-        if not isinstance(self.tie_embeddings, bool):
-            raise ValueError(f"model.tie_embeddings: must be true or false, got {self.tie_embeddings!r}")
-        if self.dim % self.n_heads:
-            raise ValueError(f"model.dim: {self.dim} is not divisible by model.n_heads={self.n_heads}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"model.n_heads: {self.n_heads} is not divisible by model.n_kv_heads={self.n_kv_heads}")
-        if self.head_dim % 2:
-            raise ValueError(f"model.dim: the head dim {self.dim}/{self.n_heads}={self.head_dim} must be even for RoPE")
+            require(not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0, f"model.{name}",
+                    f"must be a positive number, got {value!r}")
+        require(isinstance(self.tie_embeddings, bool), "model.tie_embeddings",
+                f"must be true or false, got {self.tie_embeddings!r}")
+        require(self.dim % self.n_heads == 0, "model.n_heads",
+                f"model.dim={self.dim} is not divisible by model.n_heads={self.n_heads}")
+        require(self.n_heads % self.n_kv_heads == 0, "model.n_kv_heads",
+                f"model.n_heads={self.n_heads} is not divisible by model.n_kv_heads={self.n_kv_heads}")
+        require(self.head_dim % 2 == 0, "model.n_heads",
+                f"the head dim model.dim/model.n_heads = {self.dim}/{self.n_heads} = {self.head_dim} must be even (RoPE)")
         return self
 
     def to_dict(self) -> dict:
@@ -113,17 +119,13 @@ class ModelConfig:
         """Build and validate a config; unknown or missing keys are errors naming the key."""
         known = {f.name for f in dataclasses.fields(cls)}
         for key in values:
-            if key not in known:
-                raise ValueError(f"model.{key}: unknown key (known: {', '.join(sorted(known))})")
-        for key in ("dim", "n_layers", "n_heads", "n_kv_heads"):
-            if key not in values:
-                raise ValueError(f"model.{key}: missing")
+            require(key in known, f"model.{key}", f"unknown key (known: {', '.join(sorted(known))})")
         return cls(**values).validate()
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"model.{name}: must be a positive integer, got {value!r}")
+def _require_positive_int(key: str, value: Any) -> None:
+    require(not isinstance(value, bool) and isinstance(value, int) and value > 0, key,
+            f"must be a positive integer, got {value!r}")
 
 
 def model_preset_names() -> list[str]:
@@ -248,10 +250,6 @@ class BatchSizes(NamedTuple):
     global_batch_size: int
 
 
-def _is_set(value: Any) -> bool:
-    return value is not None and value != MISSING
-
-
 def derive_batch(batch: BatchSection, world_size: int) -> BatchSizes:
     """(micro, grad_accum, global) from the given two (or three, checked) and the data-parallel world size."""
     require(isinstance(world_size, int) and world_size >= 1, "world_size", f"{world_size!r}: must be a positive integer")
@@ -279,23 +277,6 @@ def derive_batch(batch: BatchSection, world_size: int) -> BatchSizes:
         return BatchSizes(micro, 1, micro * world_size)
     raise ConfigError(f"batch.micro_batch_size: give it, or both batch.grad_accum_steps and "
                       f"batch.global_batch_size ({given})")
-
-
-def _validate_model(m: ModelConfig) -> None:
-    for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len"):
-        value = getattr(m, name)
-        require(_is_set(value), f"model.{name}",
-                 f"missing: pick a model preset (model={'|'.join(model_preset_names())}) or set it")
-        require(value >= 1, f"model.{name}", f"{value}: must be positive")
-    require(m.vocab_size is None or m.vocab_size >= 1, "model.vocab_size", f"{m.vocab_size}: must be positive (or null)")
-    require(m.ffn_hidden_dim is None or m.ffn_hidden_dim >= 1, "model.ffn_hidden_dim",
-             f"{m.ffn_hidden_dim}: must be positive (or null)")
-    require(m.dim % m.n_heads == 0, "model.n_heads", f"model.dim={m.dim} is not divisible by model.n_heads={m.n_heads}")
-    require(m.n_heads % m.n_kv_heads == 0, "model.n_kv_heads",
-             f"model.n_heads={m.n_heads} is not divisible by model.n_kv_heads={m.n_kv_heads}")
-    require((m.dim // m.n_heads) % 2 == 0, "model.n_heads", f"head dim {m.dim // m.n_heads} must be even (RoPE)")
-    for name in ("rope_theta", "norm_eps", "init_std"):
-        require(getattr(m, name) > 0, f"model.{name}", f"{getattr(m, name)}: must be positive")
 
 
 def _check_owned(section: Any, owned: dict, prefix: str) -> None:
@@ -326,7 +307,7 @@ def validate(cfg: TrainConfig, world_size: int) -> BatchSizes:
              f"{cfg.collective_timeout_minutes}: must be positive")
     require(bool(cfg.output_dir), "output_dir", "empty")
     require(cfg.peak_tflops is None or cfg.peak_tflops > 0, "peak_tflops", f"{cfg.peak_tflops}: must be positive (or null)")
-    _validate_model(cfg.model)
+    cfg.model.validate(need_vocab=False)
 
     o = cfg.optim
     require(o.lr > 0, "optim.lr", f"{o.lr}: must be positive")

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 import pretrain.model as model_module
 from pretrain.config import model_preset, model_preset_names
+from shard_format.errors import ConfigError
 from pretrain.model import (
     ModelConfig,
     Transformer,
@@ -137,9 +138,9 @@ def test_tied_embeddings_share_storage():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (dict(n_heads=12, n_kv_heads=5, dim=96), "model.n_heads: 12 is not divisible by model.n_kv_heads=5"),
-    (dict(dim=100, n_heads=8, n_kv_heads=8), "model.dim: 100 is not divisible by model.n_heads=8"),
-    (dict(dim=36, n_heads=4, n_kv_heads=4), "model.dim: the head dim"),  # head dim 9, odd
+    (dict(n_heads=12, n_kv_heads=5, dim=96), "model.n_kv_heads: model.n_heads=12 is not divisible by model.n_kv_heads=5"),
+    (dict(dim=100, n_heads=8, n_kv_heads=8), "model.n_heads: model.dim=100 is not divisible by model.n_heads=8"),
+    (dict(dim=36, n_heads=4, n_kv_heads=4), "model.n_heads: the head dim"),  # head dim 9, odd
     (dict(vocab_size=0), "model.vocab_size"),
     (dict(n_layers=-1), "model.n_layers"),
     (dict(n_kv_heads=0), "model.n_kv_heads"),
@@ -150,14 +151,14 @@ def test_tied_embeddings_share_storage():
     (dict(tie_embeddings="yes"), "model.tie_embeddings"),
 ])
 def test_config_validation_names_the_field(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
         small_config(**overrides)
 
 
 def test_config_from_dict_and_presets():
-    with pytest.raises(ValueError, match="model.n_head: unknown key"):
+    with pytest.raises(ConfigError, match="^model.n_head: unknown key"):
         ModelConfig.from_dict(dict(dim=64, n_layers=2, n_head=4, n_kv_heads=4))
-    with pytest.raises(ValueError, match="model.n_heads: missing"):
+    with pytest.raises(ConfigError, match="^model.n_heads: missing"):
         ModelConfig.from_dict(dict(dim=64, n_layers=2, n_kv_heads=4))
     with pytest.raises(ValueError, match="model.preset"):
         model_preset("3b")
