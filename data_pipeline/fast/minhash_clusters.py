@@ -38,6 +38,8 @@ from datatrove.pipeline.dedup.minhash import SENTINEL, MinhashConfig
 from datatrove.utils.logging import logger
 from datatrove.utils.stats import MetricStats
 
+from shard_format.atomic import write_bytes_atomic
+
 PAIR_BYTES = 16  # file1, doc1, file2, doc2 as little-endian uint32
 SENTINEL_KEY = (SENTINEL << 32) | SENTINEL
 _DOC_MASK = np.uint64(0xFFFFFFFF)
@@ -181,6 +183,8 @@ class FastMinhashDedupCluster(PipelineStep):
         if block_pairs < 1:
             raise ValueError(f"block_pairs must be >= 1, got {block_pairs}")
         self.input_folder, self.output_folder = get_datafolder(input_folder), get_datafolder(output_folder)
+        if not self.output_folder.is_local():
+            raise ValueError(f"{self.output_folder.path}: the cluster files are written to a local folder (work_dir)")
         self.config = MinhashConfig() if config is None else config
         self.save_cluster_id, self.save_cluster_size = save_cluster_id, save_cluster_size
         self.ignore_index_matches = bool(ignore_index_matches)
@@ -242,6 +246,10 @@ class FastMinhashDedupCluster(PipelineStep):
             stats.unit = unit
         self.stats[label] += stats
 
+    def _write(self, name: str, data: bytes) -> None:
+        # the filter stage reads these as soon as they exist: never half written (the state folder is local)
+        write_bytes_atomic(self.output_folder.resolve_paths(name), data)
+
     def write_outputs(self, keys: np.ndarray, roots: np.ndarray, set_size: np.ndarray) -> None:
         n = len(keys)
         removed = roots != np.arange(n, dtype=roots.dtype)
@@ -261,14 +269,11 @@ class FastMinhashDedupCluster(PipelineStep):
             docs = (keys[start:end] & _DOC_MASK).astype("<u4")
             removed_docs = docs[removed[start:end]]
             if len(removed_docs):
-                with self.output_folder.open(f"{stem}.remove", "wb") as f:
-                    f.write(removed_docs.tobytes())
+                self._write(f"{stem}.remove", removed_docs.tobytes())
             if cluster_id is not None:
-                with self.output_folder.open(f"{stem}.clusters", "wb") as f:
-                    f.write(np.column_stack([docs, cluster_id[start:end]]).astype("<u4").tobytes())
+                self._write(f"{stem}.clusters", np.column_stack([docs, cluster_id[start:end]]).astype("<u4").tobytes())
             if self.save_cluster_size:
-                with self.output_folder.open(f"{stem}.sizes", "wb") as f:
-                    f.write(np.column_stack([docs, set_size[roots[start:end]]]).astype("<u4").tobytes())
+                self._write(f"{stem}.sizes", np.column_stack([docs, set_size[roots[start:end]]]).astype("<u4").tobytes())
             start = end
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
