@@ -29,10 +29,7 @@ from typing import Any
 from datatrove.utils.typeshelper import Languages
 from datatrove.utils.word_tokenizers import WordTokenizer, load_word_tokenizer
 from spacy.lang import tokenizer_exceptions
-from spacy.lang.char_classes import (  # noqa: F401 (ALPHA* re-exported: the tests compare the classes)
-    ALPHA,
-    ALPHA_LOWER,
-    ALPHA_UPPER,
+from spacy.lang.char_classes import (
     HYPHENS,
     LIST_CURRENCY,
     LIST_ICONS,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import random
-import re
-import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -27,10 +25,6 @@ from datatrove.pipeline.filters import (
 )
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.utils.word_tokenizers import WordTokenizer
-from spacy.lang import char_classes
-from spacy.lang.en.punctuation import TOKENIZER_INFIXES
-from spacy.lang.punctuation import TOKENIZER_PREFIXES, TOKENIZER_SUFFIXES
-from spacy.lang.tokenizer_exceptions import URL_PATTERN
 from spacy.symbols import ORTH
 
 from bench.corpus_texts import book_texts, news_texts, web_texts
@@ -212,45 +206,33 @@ def test_special_cases_match_spacy():
     }
 
 
-def test_affix_patterns_match_spacy():
-    def spacy_pieces(pieces: list[str]) -> list[str]:  # with our spelling of the letter classes
-        classes = [(char_classes.ALPHA_LOWER, word_tokenizer.ALPHA_LOWER)]
-        classes += [(char_classes.ALPHA_UPPER, word_tokenizer.ALPHA_UPPER), (char_classes.ALPHA, word_tokenizer.ALPHA)]
-        for spacy_class, our_class in classes:
-            pieces = [piece.replace(spacy_class, our_class) for piece in pieces]
-        return pieces
-
-    assert word_tokenizer.PREFIXES == spacy_pieces(TOKENIZER_PREFIXES)
-    assert word_tokenizer.SUFFIXES == spacy_pieces(TOKENIZER_SUFFIXES)
-    assert word_tokenizer.INFIXES == spacy_pieces(TOKENIZER_INFIXES)
-    assert [word_tokenizer.URL_PATTERN] == spacy_pieces([URL_PATTERN])
-
-
-@pytest.mark.parametrize("name", ["ALPHA", "ALPHA_LOWER", "ALPHA_UPPER"])
-def test_character_classes_match_spacy(name):
-    every_character = "".join(map(chr, range(sys.maxunicode + 1)))
-
-    def members(char_class: str) -> set[str]:
-        return set(re.findall(f"[{char_class}]", every_character))
-
-    assert members(getattr(word_tokenizer, name)) == members(getattr(char_classes, name))
-
-
-def test_pieces_tested_character_first_match_like_spacys():
-    """The suffix and infix patterns, their characters tested before their lookbehinds, find what spaCy's do."""
-    spacy_suffix_search = re.compile("|".join(piece + "$" for piece in word_tokenizer.SUFFIXES if piece.strip())).search
-    spacy_infix_finditer = re.compile("|".join(piece for piece in word_tokenizer.INFIXES if piece.strip())).finditer
+def test_affix_matchers_find_what_spacys_tokenizer_finds():
+    """Our prefix, suffix and infix matchers (compiled by us from spaCy's pieces, their characters tested
+    before their lookbehinds) find the same spans as the matchers of spaCy's own English tokenizer."""
+    spacy_tokenizer = spacy.blank("en").tokenizer
     guarded = [piece for piece in word_tokenizer.SUFFIXES + word_tokenizer.INFIXES
                if word_tokenizer._test_character_first(piece) != piece]
     assert len(guarded) == 9  # the icons twice, and every piece led by a lookbehind on a long class
-    pieces = list("aAzZ09.,:;<>=/+-*^~…–—''\"’“”%²°©😀éßΩ日x$") + ["US$", "km", "'s", "..", "——"]
+    pieces = list("aAzZ09.,:;<>=/+-*^~…–—''\"’“”%²°©😀éßΩ日x$([{)]}#&_") + ["US$", "km", "'s", "..", "——", "http"]
     rng = random.Random(1)
     for _ in range(20_000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
-        spacy_suffix = spacy_suffix_search(text)
-        suffix = word_tokenizer._suffix_search(text)
+        prefix, spacy_prefix = word_tokenizer._prefix_match(text), spacy_tokenizer.prefix_search(text)
+        assert (prefix and prefix.span()) == (spacy_prefix and spacy_prefix.span()), text
+        suffix, spacy_suffix = word_tokenizer._suffix_search(text), spacy_tokenizer.suffix_search(text)
         assert (suffix and suffix.span()) == (spacy_suffix and spacy_suffix.span()), text
-        assert [m.span() for m in word_tokenizer._infix_finditer(text)] == [m.span() for m in spacy_infix_finditer(text)], text
+        spacy_infixes = [m.span() for m in spacy_tokenizer.infix_finditer(text)]
+        assert [m.span() for m in word_tokenizer._infix_finditer(text)] == spacy_infixes, text
+
+
+def test_url_matcher_matches_like_spacys_tokenizer():
+    spacy_url_match = spacy.blank("en").tokenizer.url_match
+    texts = ["http://example.com", "https://a.b.co.uk/x?y=1#z", "www.example.org", "example.com", "user@host.com",
+             "10.0.0.1", "192.168.1.1", "8.8.8.8", "ftp://files.example.net/a.tar.gz", "a.b", "hello", "1.5",
+             "http://localhost", "münchen.de", "e.g.", "U.S.", "x://y.z", "http://[::1]/"]
+    for text in texts:
+        ours, theirs = word_tokenizer._url_match(text), spacy_url_match(text)
+        assert (ours and ours.span()) == (theirs and theirs.span()), text
 
 
 def test_survives_pickling_without_its_caches():
