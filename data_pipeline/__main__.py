@@ -10,29 +10,28 @@ import sys
 os.environ.setdefault("LOGURU_LEVEL", "WARNING")
 
 import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from data_pipeline.config import PreprocessConfig, register_configs  # noqa: E402
-from shard_format.errors import ConfigError  # noqa: E402
+from shard_format.cli import CONF_DIR, check_overrides, exit_on_user_error, typed_config  # noqa: E402
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="preprocess")
+@exit_on_user_error
 def main(dict_cfg: DictConfig) -> None:
     from data_pipeline.run import run_pipeline
     from data_pipeline.slurm_jobs import StageFailed
 
-    cfg: PreprocessConfig = OmegaConf.to_object(dict_cfg)
+    cfg = typed_config(dict_cfg, PreprocessConfig)
     try:
         run_pipeline(cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     except StageFailed as exc:  # a Slurm job failed; the message holds its log's tail
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
 
 if __name__ == "__main__":
+    exit_on_user_error(check_overrides)(CONF_DIR, "preprocess", sys.argv[1:])
     main()

@@ -23,6 +23,8 @@ import torch
 
 from pretrain import collectives
 from shard_format.atomic import write_text_atomic
+from shard_format.cli import exit_on_user_error
+from shard_format.errors import InputError
 
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
@@ -54,7 +56,7 @@ def resolve_resume(resume: str, root: str | os.PathLike) -> Path | None:
         return latest_complete(root)
     path = Path(resume)
     if not (path / COMPLETE).exists():
-        raise FileNotFoundError(f"checkpoint.resume: {path} is not a complete checkpoint (no {COMPLETE} marker)")
+        raise InputError(f"checkpoint.resume: {path} is not a complete checkpoint (no {COMPLETE} marker)")
     return path
 
 
@@ -186,7 +188,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         return path
     latest = latest_complete(path)
     if latest is None:
-        raise FileNotFoundError(f"{path}: not a complete checkpoint, and no complete checkpoint in it")
+        raise InputError(f"{path}: not a complete checkpoint, and no complete checkpoint in it")
     return latest
 
 
@@ -213,6 +215,7 @@ def load_model(path: str | os.PathLike):
     return model, cfg, state
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -225,11 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     conv.add_argument("--extract-workers", type=int, default=4, help="parallel processes extracting ZeRO shards")
     conv.add_argument("--merge-workers", type=int, default=2, help="parallel processes merging (memory-hungry)")
     args = parser.parse_args(argv)
+    path = resolve_checkpoint(args.checkpoint)
+    start = time.monotonic()
     try:
-        path = resolve_checkpoint(args.checkpoint)
-        start = time.monotonic()
         out = convert(path, args.extract_workers, args.merge_workers)
-    except (FileNotFoundError, RuntimeError) as exc:
+    except RuntimeError as exc:  # a conversion worker failed: its message says which file
         sys.exit(f"error: {exc}")
     print(f"{out} ({time.monotonic() - start:.0f} s)")
 

@@ -14,7 +14,6 @@ This module imports neither torch nor deepspeed (a bad config fails in well unde
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence
@@ -23,9 +22,9 @@ from omegaconf import II, MISSING
 
 # the one error type of the project: the message names the key
 from monitoring.config import LoggingConfig
-from shard_format.errors import ConfigError, require
+from shard_format.cli import CONF_DIR, typed_config
+from shard_format.errors import ConfigError, InputError, require
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 ZERO_STAGES = (0, 1, 2, 3)
 OFFLOAD_DEVICES = ("none", "cpu")
@@ -366,6 +365,16 @@ def validate(cfg: TrainConfig, world_size: int) -> BatchSizes:
     return sizes
 
 
+def read_manifest(cfg: TrainConfig) -> dict:
+    """The shard manifest of `data.path`; a missing or unreadable one is a ConfigError naming data.path."""
+    from shard_format import manifest as manifest_lib
+
+    try:
+        return manifest_lib.read(cfg.data.path)
+    except InputError as exc:
+        raise ConfigError(f"data.path: {exc}") from None
+
+
 def validate_against_manifest(cfg: TrainConfig, manifest: dict) -> int:
     """Check the config against the shard manifest (`shard_format.manifest.read(cfg.data.path)`); return the
     vocabulary size to build the model with."""
@@ -394,34 +403,9 @@ def register_configs() -> None:
     cs.store(group="logging", name="logging_schema", node=LoggingConfig)
 
 
-def _check_keys(node: Any, schema: type, prefix: str) -> None:
-    """Keys that Hydra let through but the schema lacks (a `+key=value` override adds them, and
-    OmegaConf.to_object then drops them silently)."""
-    from omegaconf import DictConfig
-
-    hints = typing.get_type_hints(schema)
-    for key in node.keys():
-        full = f"{prefix}{key}"
-        require(key in hints, full, f"unknown key (not in {schema.__name__}; see pretrain/config.py)")
-        if dataclasses.is_dataclass(hints[key]):
-            child = node._get_node(key)
-            if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
-                _check_keys(child, hints[key], f"{full}.")
-
-
 def from_hydra(dict_cfg: Any) -> TrainConfig:
-    """The typed config from Hydra's DictConfig (what `@hydra.main` passes): unknown keys, missing
-    values and broken interpolations are a ConfigError naming the key."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue
-
-    _check_keys(dict_cfg, TrainConfig, "")
-    try:
-        cfg = OmegaConf.to_object(dict_cfg)
-    except MissingMandatoryValue as exc:
-        raise ConfigError(f"{exc.full_key}: missing value") from exc
-    require(isinstance(cfg, TrainConfig), "<root>", f"expected a TrainConfig, got {type(cfg).__name__}")
-    return cfg
+    """The typed config from Hydra's DictConfig (what `@hydra.main` passes); see `shard_format.cli.typed_config`."""
+    return typed_config(dict_cfg, TrainConfig)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train", config_dir: Optional[str] = None) -> TrainConfig:

@@ -60,6 +60,7 @@ import torch
 
 from pretrain.config import DataConfig
 from shard_format import manifest as manifest_lib
+from shard_format.errors import InputError
 from shard_format.shards import TOKEN_DTYPES, ShardReader, token_dtype_for_vocab
 
 __all__ = [
@@ -241,8 +242,8 @@ class PackedShardDataset:
         try:
             reader = ShardReader(path, num_tokens=expected)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: shard of source {src.name!r} ({self.split}) listed in the manifest "
-                                    f"is missing") from None
+            raise InputError(f"{path}: shard of source {src.name!r} ({self.split}) listed in the manifest "
+                             f"is missing") from None
         except ValueError as exc:
             raise ValueError(f"{exc}; the manifest lists {expected} tokens of {self.dtype.name}") from None
         if reader.dtype != self.dtype:

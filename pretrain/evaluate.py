@@ -15,6 +15,7 @@ import torch
 
 from pretrain import collectives
 from pretrain.data import ValidationBatches, validation_batches
+from shard_format.cli import exit_on_user_error
 
 
 def source_batches(data_path: str, sources: list[str], seq_len: int, batch_size: int, dp_rank: int = 0,
@@ -57,6 +58,7 @@ def evaluate(forward, batches: dict[str, ValidationBatches], max_batches: int,
     return out
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     from pretrain.checkpoint import load_model
     from shard_format import manifest as manifest_lib

@@ -23,6 +23,8 @@ from safetensors.torch import save_file
 from pretrain.config import ModelConfig
 from pretrain.model import Transformer
 from shard_format.atomic import write_text_atomic
+from shard_format.cli import exit_on_user_error
+from shard_format.errors import InputError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -102,7 +104,7 @@ def _special_token_ids(tokenizer_dir: Path, cfg: ModelConfig) -> tuple[int | Non
 
     tokenizer_file = tokenizer_dir / "tokenizer.json"
     if not tokenizer_file.is_file():
-        raise FileNotFoundError(f"--tokenizer: no tokenizer.json in {tokenizer_dir}")
+        raise InputError(f"--tokenizer: no tokenizer.json in {tokenizer_dir}")
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     if tokenizer.get_vocab_size() > cfg.vocab_size:
         raise ValueError(f"model.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's vocabulary "
@@ -189,6 +191,7 @@ def export_hf(model: Transformer, cfg: ModelConfig, tokenizer_dir: Path | None, 
     return export_state_dict_hf(model.state_dict(), cfg, tokenizer_dir, out_dir, eos_token_id, dtype)
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pretrain.export", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)

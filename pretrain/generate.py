@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from pretrain.model import Transformer
+from shard_format.cli import exit_on_user_error
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -49,6 +50,7 @@ def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int, tem
     return out
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     from tokenizers import Tokenizer
 

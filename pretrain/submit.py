@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pretrain.config import ConfigError, TrainConfig, compose, validate, validate_against_manifest
+from pretrain.config import ConfigError, TrainConfig, compose, read_manifest, validate, validate_against_manifest
 
 SBATCH_SCRIPT = Path(__file__).resolve().parents[1] / "slurm" / "train.sbatch"
 
@@ -58,18 +58,12 @@ def check_config(overrides: list[str], world_size: int) -> TrainConfig:
     """The composed config, validated for `world_size` ranks and against the shard manifest."""
     from hydra.errors import HydraException
 
-    from shard_format import manifest as manifest_lib
-
     try:
         cfg = compose(overrides)
     except HydraException as exc:
         raise ConfigError(str(exc).strip()) from exc
     validate(cfg, world_size)
-    try:
-        manifest = manifest_lib.read(cfg.data.path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError(f"data.path: {exc}") from exc
-    validate_against_manifest(cfg, manifest)
+    validate_against_manifest(cfg, read_manifest(cfg))
     return cfg
 
 

@@ -14,7 +14,9 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-from pretrain.config import ConfigError, TrainConfig, from_hydra, register_configs, to_dict, validate, validate_against_manifest
+from pretrain.config import (ConfigError, TrainConfig, from_hydra, read_manifest, register_configs, to_dict, validate,
+                             validate_against_manifest)
+from shard_format.cli import CONF_DIR, check_overrides, exit_on_user_error
 
 register_configs()
 
@@ -39,13 +41,12 @@ def run(cfg: TrainConfig) -> int:
     from pretrain.metrics import MetricsLogger, peak_tflops
     from pretrain.model import flops_per_token
     from pretrain.trainer import Trainer
-    from shard_format import manifest as manifest_lib
 
     env = distributed.detect()
     world = (cfg.memory.world_size or env.world_size) if cfg.estimate_only else env.world_size
     sizes = validate(cfg, world)  # every config error surfaces here, before any model is built
     planning = cfg.estimate_only and cfg.model.vocab_size is not None  # needs no data
-    manifest = None if planning else manifest_lib.read(cfg.data.path)
+    manifest = None if planning else read_manifest(cfg)
     model_cfg = cfg.model.with_vocab(manifest and validate_against_manifest(cfg, manifest)).validate()
     memory.check_before_start(model_cfg, cfg, world, sizes.micro_batch_size, env.local_rank, env.rank == 0)
     if cfg.estimate_only:
@@ -133,17 +134,14 @@ def run(cfg: TrainConfig) -> int:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_user_error
 def main(dict_cfg: DictConfig) -> None:
-    try:
-        exit_code = run(from_hydra(dict_cfg))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(exit_code)
+    sys.exit(run(from_hydra(dict_cfg)))
 
 
 if __name__ == "__main__":
     from pretrain.distributed import strip_local_rank_argument
 
     sys.argv = strip_local_rank_argument(sys.argv)
+    exit_on_user_error(check_overrides)(CONF_DIR, "train", sys.argv[1:])
     main()

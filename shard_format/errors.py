@@ -15,3 +15,8 @@ def require(condition: bool, key: str, message: str) -> None:
     """ConfigError("<key>: <message>") unless `condition` holds."""
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+class InputError(ValueError):
+    """A file or folder the user named (a shard folder, a checkpoint, a tokenizer) is missing or is not
+    what it should be; the message names it."""

@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from shard_format import storage
+from shard_format.errors import InputError
 from shard_format.storage import StorageOptions
 
 MANIFEST_FILE = "manifest.json"
@@ -77,8 +78,8 @@ def read(folder_or_file: str | os.PathLike) -> dict:
     if path.is_dir():
         path = path / MANIFEST_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no shard manifest at {path}: run the data pipeline first (python -m data_pipeline)")
+        raise InputError(f"no shard manifest at {path}: run the data pipeline first (python -m data_pipeline)")
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: manifest format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise InputError(f"{path}: manifest format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
     return manifest

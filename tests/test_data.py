@@ -15,6 +15,7 @@ import torch
 
 from bench.synthetic_shards import write_sparse_corpus
 from shard_format import manifest as manifest_lib
+from shard_format.errors import InputError
 from shard_format.shards import ShardReader, ShardWriter, token_dtype_for_vocab
 from pretrain.data import (
     DataConfig,
@@ -382,7 +383,7 @@ def test_construction_reads_no_token_data(tmp_path, monkeypatch):
 
 def test_errors_name_the_problem(corpus, tmp_path):
     folder, _ = corpus
-    with pytest.raises(FileNotFoundError, match="no shard manifest"):
+    with pytest.raises(InputError, match="no shard manifest"):
         PackedShardDataset(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="'test'"):
         PackedShardDataset(folder, "test")
@@ -424,7 +425,7 @@ def test_token_dtype_and_shard_mismatches_are_named(tmp_path):
     rewrite()
     (tmp_path / "train" / "web_00001.ds").unlink()
     dataset = PackedShardDataset(tmp_path, seq_len=SEQ)
-    with pytest.raises(FileNotFoundError, match=r"web_00001\.ds: shard of source 'web' \(train\) listed in the manifest"):
+    with pytest.raises(InputError, match=r"web_00001\.ds: shard of source 'web' \(train\) listed in the manifest"):
         for i in range(dataset.num_samples("web")):
             dataset.sample("web", i)
 
