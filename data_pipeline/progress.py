@@ -28,21 +28,12 @@ from data_pipeline.executors import Stage, completed_tasks, logging_dir
 from data_pipeline.readers import SourceReader
 from data_pipeline.steps.meter import utf8_length
 from data_pipeline.steps.peak_memory import PeakMemory
+from monitoring.console import human_bytes
 from shard_format.atomic import write_text_atomic
 
 PROGRESS_STEP_NAME = "progress"
 _TTY_POLL_S = 0.25  # how often a terminal bar looks for completed tasks
 _TTY_COUNTS_S = 2.0  # how often it re-reads the progress files (thousands of them on a big Slurm run)
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def hide_library_bars_without_terminal() -> None:

@@ -21,7 +21,8 @@ from datatrove.utils.stats import PipelineStats, Stats
 
 from data_pipeline.bad_records import BadRecord, summarize_bad_records
 from data_pipeline.dedup import dedup_summary
-from data_pipeline.progress import PROGRESS_STEP_NAME, human_bytes
+from data_pipeline.progress import PROGRESS_STEP_NAME
+from monitoring.console import human_bytes
 from data_pipeline.steps.meter import METER_PREFIX
 from data_pipeline.steps.peak_memory import PEAK_MEMORY_STEP_NAME, PEAK_RSS_STAT
 from data_pipeline.steps.tokenizer_training import SAMPLE_CHARS_STAT

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from monitoring.config import LoggingConfig
+from shard_format.errors import ConfigError
 
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.IGNORECASE)
 
@@ -33,11 +34,14 @@ def open_run(cfg: LoggingConfig, *, job_type: str, config: dict, parent_dir: str
     import wandb
 
     os.makedirs(parent_dir, exist_ok=True)
-    return wandb.init(
-        project=cfg.project, entity=cfg.entity, name=cfg.run_name, id=run_id, resume="allow", mode=cfg.mode,
-        job_type=job_type, dir=parent_dir, config=redact_secrets(config), tags=list(cfg.tags) or None,
-        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
-    )
+    try:
+        return wandb.init(
+            project=cfg.project, entity=cfg.entity, name=cfg.run_name, id=run_id, resume="allow", mode=cfg.mode,
+            job_type=job_type, dir=parent_dir, config=redact_secrets(config), tags=list(cfg.tags) or None,
+            settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+        )
+    except wandb.errors.UsageError as exc:  # no API key, a wrong entity or project
+        raise ConfigError(f"logging.mode: W&B {cfg.mode} did not start: {exc} (or use logging=offline)") from None
 
 
 def run_folder(run) -> str:

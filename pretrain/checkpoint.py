@@ -195,6 +195,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 def consolidated_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """fp32 weights of the whole model from a (possibly ZeRO-partitioned) DeepSpeed checkpoint."""
     if list(path.glob("*zero_pp_rank_*optim_states.pt")):
+        from pretrain.engine import quiet_deepspeed_start
+
+        quiet_deepspeed_start()
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         return get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)

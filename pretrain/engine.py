@@ -11,6 +11,7 @@ import datetime
 import functools
 import os
 import sys
+import warnings
 from typing import Any, Optional
 
 import torch
@@ -21,6 +22,17 @@ from pretrain.config import DeepSpeedSection, ModelConfig, TrainConfig, derive_b
 from pretrain.distributed import DistEnv
 from pretrain.model import Transformer
 from pretrain.optim import build_optimizer, build_scheduler
+
+
+def quiet_deepspeed_start() -> None:
+    """Call before DeepSpeed is imported. Without a GPU, name its CPU accelerator ourselves: left to detect
+    it, DeepSpeed warns on every rank that it found none (rank 0 prints the device it runs on). Drop the
+    FutureWarning of torch's `all_gather_into_tensor`, which DeepSpeed's ZeRO calls: a user cannot act
+    on it. Every other warning, ours included, shows as Python shows it (once per place)."""
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
+                            category=FutureWarning)
 
 
 def _on_cpu() -> bool:

@@ -5,12 +5,12 @@ documented peak-FLOPs table. Only rank 0 logs.
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
-from typing import Any
+import re
+from typing import Any, Callable
 
 from monitoring.config import LoggingConfig
+from monitoring.console import human_count, percent
 from monitoring.wandb_run import open_run
 
 # Dense bf16 peak TFLOP/s (vendor data sheets, without sparsity). MFU = achieved model FLOP/s / peak.
@@ -42,18 +42,35 @@ def mfu(flops_per_token: float, tokens_per_second: float, peak: float | None, nu
     return flops_per_token * tokens_per_second / (peak * 1e12 * num_devices)
 
 
-def format_console(step: int, metrics: dict[str, float | None]) -> str:
-    parts = [f"step {step:>6}"]
-    for key, value in metrics.items():
-        if value is None:
-            parts.append(f"{key} n/a")
-        elif isinstance(value, float) and (abs(value) < 1e-3 or abs(value) >= 1e5) and value != 0 and math.isfinite(value):
-            parts.append(f"{key} {value:.3e}")
-        elif isinstance(value, float):
-            parts.append(f"{key} {value:.4f}")
-        else:
-            parts.append(f"{key} {value}")
-    return " | ".join(parts)
+def _fixed(digits: int) -> Callable[[float], str]:
+    return lambda value: f"{value:.{digits}f}"
+
+
+# What a console line shows, in this order: metric key, label, format. Everything else that is logged
+# (per-source numbers, perplexities, checkpoint timings) goes to W&B and metrics.jsonl only.
+CONSOLE_FIELDS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
+    ("train/loss", "loss", _fixed(3)),
+    ("lr", "lr", lambda value: f"{value:.1e}"),
+    ("train/grad_norm", "grad norm", _fixed(2)),
+    ("speed/tokens_per_s", "tokens/s", lambda value: f"{value:,.0f}"),
+    ("speed/mfu", "mfu", percent),
+    ("train/tokens", "tokens", human_count),
+    ("memory/gpu_max_allocated_gb", "gpu mem", lambda value: f"{value:.1f} GiB"),
+    ("memory/peak_rss_gb", "rss", lambda value: f"{value:.2f} GiB"),
+    ("train/skipped_nonfinite_steps", "skipped steps", lambda value: f"{value:,}"),
+    ("val/loss", "val loss", _fixed(3)),
+)
+_VAL_SOURCE_LOSS = re.compile(r"val/(?P<source>[^/]+)/loss")
+
+
+def format_console(step: int, metrics: dict[str, Any]) -> str | None:
+    """`step 120 | loss 6.219 | lr 1.7e-03 | ... | tokens/s 4,578 | mfu 52.1%`, or None when no metric of
+    the console's is among `metrics`; an unknown value (MFU on a CPU) reads n/a."""
+    parts = [f"{label} {'n/a' if metrics[key] is None else fmt(metrics[key])}"
+             for key, label, fmt in CONSOLE_FIELDS if key in metrics]
+    parts += [f"{match['source']} {metrics[key]:.3f}" for key in metrics
+              if (match := _VAL_SOURCE_LOSS.fullmatch(key)) and metrics[key] is not None]
+    return " | ".join([f"step {step:>6}", *parts]) if parts else None
 
 
 class MetricsLogger:
@@ -62,7 +79,6 @@ class MetricsLogger:
     def __init__(self, *, rank: int, logging: LoggingConfig, config: dict, run_id: str | None, output_dir: str):
         self.rank = rank
         self.run = None
-        self._last_console = 0.0
         if rank != 0:
             return
         os.makedirs(output_dir, exist_ok=True)
@@ -85,9 +101,9 @@ class MetricsLogger:
             self.run.log({k: v for k, v in metrics.items() if v is not None}, step=step)
         self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self._jsonl.flush()
-        if console:
-            print(format_console(step, metrics), flush=True)
-            self._last_console = time.monotonic()
+        line = format_console(step, metrics) if console else None
+        if line:
+            print(line, flush=True)
 
     def finish(self) -> None:
         if self.rank == 0:

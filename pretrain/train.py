@@ -27,6 +27,9 @@ def run(cfg: TrainConfig) -> int:
 
     signals = StopSignals().install()  # before anything slow: a signal during start-up must not kill us
     started = time.time()
+    from pretrain.engine import quiet_deepspeed_start
+
+    quiet_deepspeed_start()
 
     import numpy as np
     import torch

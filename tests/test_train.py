@@ -3,6 +3,7 @@ exactly (also on another number of ranks and after kill -9), logs to W&B offline
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,8 @@ GOLDEN = Path(__file__).parent / "golden" / "tiny_losses.json"
 def two_rank_run(sample_run, tmp_path_factory) -> Path:
     """8 steps, 2 ranks, ZeRO-2, fp32, a checkpoint every 4 steps."""
     out = tmp_path_factory.mktemp("two_rank") / "run"
-    train(out, sample_run, 2, "max_steps=8", "deepspeed=zero2", "deepspeed.precision=fp32")
+    proc = train(out, sample_run, 2, "max_steps=8", "deepspeed=zero2", "deepspeed.precision=fp32")
+    (out / "console.txt").write_text(proc.stdout + proc.stderr)
     return out
 
 
@@ -38,9 +40,20 @@ def test_two_rank_zero2_learns(two_rank_run):
 
 def test_the_deepspeed_launcher_trains_like_torchrun(two_rank_run, sample_run, tmp_path):
     out = tmp_path / "deepspeed_launcher"
-    train(out, sample_run, 2, "max_steps=8", "deepspeed=zero2", "deepspeed.precision=fp32", "eval.every_steps=0",
-          "checkpoint.every_steps=0", "logging.mode=disabled", command=deepspeed_launcher_command)
+    proc = train(out, sample_run, 2, "max_steps=8", "deepspeed=zero2", "deepspeed.precision=fp32", "eval.every_steps=0",
+                 "checkpoint.every_steps=0", "logging.mode=disabled", command=deepspeed_launcher_command)
     assert losses(out) == losses(two_rank_run)
+    assert "W&B" not in proc.stdout + proc.stderr and not (out / "wandb").exists()  # disabled: no run, no path
+
+
+def test_the_console_has_one_readable_line_per_log_step_and_no_library_noise(two_rank_run):
+    console = (two_rank_run / "console.txt").read_text()
+    steps = [line for line in console.splitlines() if line.startswith("step ") and "| loss " in line]
+    assert len(steps) == 8 and re.fullmatch(
+        r"step +1 \| loss \d\.\d{3} \| lr \d\.\de-\d\d \| grad norm \d+\.\d\d \| tokens/s [\d,]+ \| mfu n/a \| "
+        r"tokens 2,048 \| rss \d\.\d\d GiB", steps[0]), steps[0]
+    assert "all_gather_into_tensor" not in console and "Setting accelerator to CPU" not in console
+    assert console.count("W&B run ") == 1 and "wandb sync" in console
 
 
 def test_wandb_offline_run_holds_metrics_and_config(two_rank_run):
