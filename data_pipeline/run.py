@@ -19,8 +19,8 @@ from shard_format.errors import ConfigError
 
 RUN_CONFIG_FILE = "run_config.json"
 # settings that may change between a run and its resumption without changing any output (a stage that
-# ran out of time or memory on Slurm is resumed with more)
-_RESUMABLE_KEYS = (("progress",), ("progress_interval_s",), ("storage_options",)) + tuple(("executor", key) for key in (
+# ran out of time or memory on Slurm is resumed with more; a run logged offline is rerun to log it online)
+_RESUMABLE_KEYS = (("progress",), ("progress_interval_s",), ("storage_options",), ("logging",)) + tuple(("executor", key) for key in (
     "kind", "workers", "dry_run", "wait", "partition", "qos", "time", "cpus_per_task", "mem_per_cpu_gb", "sbatch_args",
     "env_command", "max_array_size", "max_array_launch_parallel", "tasks_per_job", "randomize_start_duration", "stages"))
 
