@@ -13,7 +13,9 @@ from typing import Any
 
 from monitoring.config import LoggingConfig
 
-_SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.IGNORECASE)
+# a bare "token" would also match tokenizer, eos_token and max_tokens_per_shard
+_SECRET_KEY = re.compile(r"api_?key|access_?key|secret|password|passwd|credential|^token$|"
+                         r"(auth|access|api|hf|bearer|refresh)_?token", re.IGNORECASE)
 
 
 def redact_secrets(config: Any) -> Any:
