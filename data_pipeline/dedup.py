@@ -628,6 +628,7 @@ class HashDedupFilter(_HashDedupStep):
                     # the keeper of most of the removed parts; of equally many, the one of the earliest part
                     top, _ = Counter(keepers).most_common(1)[0]
                     row = {"removed": doc.id, "source": doc.metadata.get("source", ""), "kept": kept_id(top), "reason": self.mode}
+                    text_before = doc.text  # the audit sample shows the document as it came, not what is left
                     if self.mode == PARAGRAPH:
                         dropped_parts = set(hits["part"].tolist())
                         paragraphs = split_paragraphs(doc.text)
@@ -643,7 +644,7 @@ class HashDedupFilter(_HashDedupStep):
                         row["paragraphs_total"] = len(paragraphs)
                         row["also_in"] = sorted({kept_id(k) for k in first_hit} - {row["kept"]})
                 self.stat_update("dropped")
-                audit.write(row, doc.text)
+                audit.write(row, text_before)
             if next_run != len(run_docs):
                 raise ValueError(f"{self.work / 'removals'}: shard {rank} has removals for document {run_docs[next_run]} "
                                  f"but only {documents} documents; its input changed since the signatures were written")
