@@ -30,10 +30,10 @@ def pipeline_command(output_dir: Path, *overrides: str, python_flags: tuple[str,
     return [sys.executable, *python_flags, "-m", "data_pipeline", f"output_dir={output_dir}", "progress=false", *overrides]
 
 
-def run_pipeline_cli(output_dir: Path, *overrides: str, check: bool = True,
-                     python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_pipeline_cli(output_dir: Path, *overrides: str, check: bool = True, python_flags: tuple[str, ...] = (),
+                     env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(pipeline_command(output_dir, *overrides, python_flags=python_flags), cwd=ROOT,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"pipeline failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
     return proc

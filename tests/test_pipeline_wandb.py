@@ -3,6 +3,7 @@ run file and the run folder, as `wandb sync` would upload them."""
 
 import hashlib
 import json
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -165,7 +166,7 @@ def _local_paths(message) -> list[str]:
     """Every `local_path` field anywhere in a protobuf message."""
     found = []
     for field, value in message.ListFields():
-        items = value if field.label == field.LABEL_REPEATED else [value]
+        items = value if field.is_repeated else [value]
         for item in items:
             if field.name == "local_path" and item:
                 found.append(item)
@@ -207,3 +208,14 @@ def test_a_rerun_resumes_and_logs_again_and_disabled_logs_nothing(sample_run, lo
     assert f"upload it with: wandb sync {new}" in again.stdout
     assert Counter(r.WhichOneof("record_type") for r in records(run_file(new)))["artifact"] == \
         Counter(r.WhichOneof("record_type") for r in records(run_file(logged[0])))["artifact"]
+
+
+def test_a_wandb_failure_is_one_line_naming_logging_mode_and_keeps_the_output(sample_run, tmp_path):
+    manifest = (sample_run / "manifest.json").read_bytes()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9")  # no key, no netrc, no server
+    proc = run_pipeline_cli(sample_run, *SAMPLE_OVERRIDES, "logging=online", check=False, env=env)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: logging.mode=online: the W&B run could not be made") and "is complete" in line
+    assert (sample_run / "manifest.json").read_bytes() == manifest
