@@ -54,17 +54,22 @@ class Panels:
 
 
 def build_panels(report: dict, manifest: dict) -> Panels:
+    """The panels of a report. A report written before a field existed (an older run, resumed with every
+    stage done) shows that column empty, not an error."""
     peaks = report["stage_peak_rss_mb"]
-    flow = [[f["stage"], f["pipeline_stage"], f["documents_in"], f["documents_out"],
+    flow = [[f["stage"], f.get("pipeline_stage"), f["documents_in"], f["documents_out"],
              None if f["documents_in"] is None else f["documents_in"] - f["documents_out"],
-             f["bytes_in"], f["bytes_out"], f["cpu_seconds"], peaks.get(f["pipeline_stage"])] for f in report["flow"]]
+             f["bytes_in"], f["bytes_out"], f.get("cpu_seconds"), peaks.get(f.get("pipeline_stage"))]
+            for f in report["flow"]]
     stages = [[stage, seconds, peaks.get(stage)] for stage, seconds in report["stage_cpu_seconds"].items()]
 
-    removed = [[r["source"], r["filter"], r["reason"], r["documents"]] for r in report["removed"]["removed"]]
-    sample = [[r["filter"], r["reason"], r["source"], r["id"], None, r["text"]] for r in report["removed"]["sample"]]
+    filtered = report.get("removed", {"removed": [], "sample": []})
+    removed = [[r["source"], r["filter"], r["reason"], r["documents"]] for r in filtered["removed"]]
+    sample = [[r["filter"], r["reason"], r["source"], r["id"], None, r["text"]] for r in filtered["sample"]]
     for kind, dedup in report["dedup"].items():
-        removed += [[source, DEDUP_FILTER, kind, n] for source, n in dedup["documents_removed_by_source"].items()]
-        sample += [[DEDUP_FILTER, kind, row["source"], row["removed"], row["kept"], dedup["sample_texts"].get(row["removed"], "")]
+        removed += [[source, DEDUP_FILTER, kind, n] for source, n in dedup.get("documents_removed_by_source", {}).items()]
+        texts = dedup.get("sample_texts", {})
+        sample += [[DEDUP_FILTER, kind, row["source"], row["removed"], row["kept"], texts.get(row["removed"], "")]
                    for row in dedup["sample"][:REPORT_SAMPLE_PER_FILTER]]
 
     tokens = [[split, source, body["documents"], body["tokens"]]
@@ -80,9 +85,9 @@ def build_panels(report: dict, manifest: dict) -> Panels:
         "bad_records": bad["count"],
     }
     return Panels(flow=flow, stages=stages, removed=removed, removed_sample=sample, tokens=tokens,
-                  bad_records=[[file, n] for file, n in bad["by_input_file"].items()],
+                  bad_records=[[file, n] for file, n in bad.get("by_input_file", {}).items()],
                   cluster_sizes={kind: {int(size): n for size, n in d["cluster_sizes"].items()}
-                                 for kind, d in report["dedup"].items() if d["cluster_sizes"]},
+                                 for kind, d in report["dedup"].items() if d.get("cluster_sizes")},
                   summary=summary)
 
 

@@ -76,22 +76,22 @@ def _nested(update_items) -> dict:
     return out
 
 
+def _merged(path: Path, record_type: str, items) -> dict:
+    values: dict = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == record_type:
+            values.update(_nested(items(record)))
+    return values
+
+
 def logged_values(path: Path) -> dict:
     """Every logged key's last value, media as their JSON descriptions ({"_type": "table-file", "path":
     ...} for a wandb.Table, {"_type": "histogram", "values", "bins"} for a wandb.Histogram)."""
-    values: dict = {}
-    for record in records(path):
-        if record.WhichOneof("record_type") == "history":
-            values.update(_nested(record.history.item))
-    return values
+    return _merged(path, "history", lambda record: record.history.item)
 
 
 def summary(path: Path) -> dict:
-    values: dict = {}
-    for record in records(path):
-        if record.WhichOneof("record_type") == "summary":
-            values.update(_nested(record.summary.update))
-    return values
+    return _merged(path, "summary", lambda record: record.summary.update)
 
 
 def nested_config(path: Path) -> dict:
@@ -109,12 +109,16 @@ def nested_config(path: Path) -> dict:
     return config
 
 
+def _table_file(run_folder: Path, value: dict) -> dict:
+    assert value["_type"] == "table-file", value
+    return json.loads((Path(run_folder) / "files" / value["path"]).read_text(encoding="utf-8"))
+
+
 def read_table(run_folder: Path, value: dict) -> list[dict]:
     """The rows (dicts by column) of a logged wandb.Table, from its file under the run folder's files/."""
-    assert value["_type"] == "table-file", value
-    table = json.loads((Path(run_folder) / "files" / value["path"]).read_text(encoding="utf-8"))
+    table = _table_file(run_folder, value)
     return [dict(zip(table["columns"], row)) for row in table["data"]]
 
 
 def table_columns(run_folder: Path, value: dict) -> list[str]:
-    return json.loads((Path(run_folder) / "files" / value["path"]).read_text(encoding="utf-8"))["columns"]
+    return _table_file(run_folder, value)["columns"]
