@@ -22,7 +22,9 @@ REPORT_SAMPLE_PER_FILTER = 10
 
 
 def text_start(text: str) -> str:
-    return text[:SAMPLE_TEXT_CHARS]
+    """The first SAMPLE_TEXT_CHARS characters, a lone surrogate (JSON input may hold one) as "?", so that
+    the summaries can be written as UTF-8."""
+    return text[:SAMPLE_TEXT_CHARS].encode("utf-8", "replace").decode("utf-8")
 
 
 class RemovedSample:

@@ -28,3 +28,4 @@ def test_a_report_of_an_older_run_gives_panels_with_empty_new_columns():
     assert panels.tokens == [["train", "web", 3, 30], ["val", "web", 1, 5]]
     assert panels.summary == {"documents_in": 4, "documents_out": 3, "tokens_train": 30, "tokens_val": 5,
                               "documents_train": 3, "documents_val": 1, "duplicates_removed": 0, "bad_records": 0}
+
