@@ -23,6 +23,7 @@ register_configs()
 def main(dict_cfg: DictConfig) -> None:
     from data_pipeline.run import run_pipeline
     from data_pipeline.slurm_jobs import StageFailed
+    from data_pipeline.wandb_log import WandbLoggingError
 
     cfg = typed_config(dict_cfg, PreprocessConfig)
     try:
@@ -30,6 +31,9 @@ def main(dict_cfg: DictConfig) -> None:
     except StageFailed as exc:  # a Slurm job failed; the message holds its log's tail
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except WandbLoggingError as exc:  # the output is complete; only its W&B run is missing
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

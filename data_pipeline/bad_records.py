@@ -79,18 +79,27 @@ def read_bad_records(folder: str | os.PathLike) -> list[BadRecord]:
     return [record for path in _bad_record_files(Path(folder)) for record in _records_in(path)]
 
 
+# input files listed by name in a summary (those with the most bad records)
+INPUT_FILES_LISTED = 100
+
+
 def summarize_bad_records(folder: str | os.PathLike, relative_to: str | os.PathLike, sample_size: int = 20) -> dict:
-    """{"count", "by_step", "sample": the first `sample_size` records in rank order, "files": the per-task
-    lists, as paths relative to `relative_to`}, reading one record at a time."""
-    count, by_step, sample, files = 0, Counter(), [], []
+    """{"count", "by_step", "by_input_file": the INPUT_FILES_LISTED input files with the most bad records and
+    their counts, "input_files": how many input files had any, "sample": the first `sample_size` records
+    in rank order, "files": the per-task lists, as paths relative to `relative_to`}, reading one record at
+    a time."""
+    count, by_step, by_input, sample, files = 0, Counter(), Counter(), [], []
     for path in _bad_record_files(Path(folder)):
         in_file = 0
         for record in _records_in(path):
             in_file += 1
             by_step[record.step] += 1
+            by_input[record.file] += 1
             if len(sample) < sample_size:
                 sample.append(asdict(record))
         if in_file:
             count += in_file
             files.append(str(path.relative_to(relative_to)))
-    return {"count": count, "by_step": dict(sorted(by_step.items())), "sample": sample, "files": files}
+    return {"count": count, "by_step": dict(sorted(by_step.items())),
+            "by_input_file": dict(by_input.most_common(INPUT_FILES_LISTED)), "input_files": len(by_input),
+            "sample": sample, "files": files}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from monitoring.config import LoggingConfig
 from shard_format import storage
 from shard_format.errors import ConfigError, require
 
@@ -313,6 +314,8 @@ class PreprocessConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    # the W&B run made at the end of a successful run (conf/logging/); it never changes the output
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     progress: bool = True
     # without a terminal (Slurm output, CI logs): seconds between progress lines; also how often tasks update
     # their progress files
@@ -415,6 +418,7 @@ def validate(cfg: PreprocessConfig) -> list[SourceConfig]:
         _validate_slurm_fields(f"executor.stages.{stage_key}", stage)
     require(0 < cfg.language.min_score <= 1, "language.min_score", "must be in (0, 1]")
     require(bool(cfg.language.languages), "language.languages", "list at least one language")
+    cfg.logging.validate()
     return sources
 
 
@@ -465,3 +469,4 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="preprocess_schema", node=PreprocessConfig)
     cs.store(group="quality", name="profile_schema", node=QualityProfile)
+    cs.store(group="logging", name="logging_schema", node=LoggingConfig)

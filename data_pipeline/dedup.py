@@ -17,8 +17,10 @@ members of every cluster written partitioned by cluster id, and its join step tu
 all shards into audit rows.
 
 Every task that writes audit rows or decides duplicate groups leaves `<work>/audit/<name>.summary.json`
-(`rows`, `duplicate_groups`, `sample`); audit rows go to `<work>/audit/<rank>.jsonl.gz`.
-`dedup_summary` reads only the summaries, `iter_audit_rows` streams the rows.
+(`rows`, `duplicate_groups`, `sample`, the start of each sampled document's text in `sample_texts`,
+`rows_by_source`, and `cluster_sizes`: how many groups it decided of each size, the kept member
+included); audit rows go to `<work>/audit/<rank>.jsonl.gz`. `dedup_summary` reads only the summaries,
+`iter_audit_rows` streams the rows.
 
 Files (little-endian records; `.ids` / `.kept_ids` are UTF-8 bytes, one id per record, of the length in
 the record's `id_len` / `kept_id_len`):
@@ -43,6 +45,7 @@ import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from data_pipeline.removed_sample import text_start
 from shard_format.atomic import AtomicFile, publish_staged, write_bytes_atomic, write_text_atomic
 
 WORD_RE = re.compile(r"\w+")
@@ -152,22 +155,37 @@ def _sample_key(row: dict) -> tuple[str, str]:
     return str(row["removed"]), json.dumps(row, ensure_ascii=False, sort_keys=True)
 
 
-def write_task_summary(folder: Path, name: str, rows: int, duplicate_groups: int, sample: list[dict]) -> None:
-    _write_json(Path(folder) / f"{name}.summary.json",
-                {"rows": rows, "duplicate_groups": duplicate_groups, "sample": sample})
+def write_task_summary(folder: Path, name: str, rows: int, duplicate_groups: int, sample: list[dict],
+                       sample_texts: dict[str, str] | None = None, rows_by_source: Counter | None = None,
+                       cluster_sizes: Counter | None = None) -> None:
+    _write_json(Path(folder) / f"{name}.summary.json", {
+        "rows": rows, "duplicate_groups": duplicate_groups, "sample": sample, "sample_texts": sample_texts or {},
+        "rows_by_source": dict(sorted((rows_by_source or {}).items())),
+        "cluster_sizes": {str(size): n for size, n in sorted((cluster_sizes or {}).items())}})
+
+
+def count_sizes(distribution: Counter, sizes: np.ndarray) -> None:
+    """Add groups of these sizes to a {size: groups} distribution (one entry per distinct size)."""
+    values, counts = np.unique(np.asarray(sizes, dtype=np.int64), return_counts=True)
+    for size, n in zip(values.tolist(), counts.tolist()):
+        distribution[size] += n
 
 
 class AuditWriter:
     """One task's audit rows, streamed to `<folder>/<name>.jsonl.gz` (byte-stable: no name or time in the
-    gzip header), and its summary: the rows written, the duplicate groups it decided (set
-    `duplicate_groups` before closing) and the SUMMARY_SAMPLE_ROWS rows of smallest `removed` id."""
+    gzip header), and its summary: the rows written (per source too), the duplicate groups it decided (set
+    `duplicate_groups` and `cluster_sizes` before closing) and the SUMMARY_SAMPLE_ROWS rows of smallest
+    `removed` id, with the start of the text of those whose text was given."""
 
     def __init__(self, folder: Path, name: str):
         self.path = Path(folder) / f"{name}.jsonl.gz"
         self.folder, self.name = Path(folder), name
         self.rows = 0
         self.duplicate_groups = 0
+        self.cluster_sizes: Counter = Counter()
+        self._rows_by_source: Counter = Counter()
         self._sample: list[dict] = []
+        self._texts: dict[str, str] = {}
 
     def __enter__(self) -> "AuditWriter":
         self._file = AtomicFile(self.path)
@@ -175,15 +193,21 @@ class AuditWriter:
                                       encoding="utf-8")
         return self
 
-    def write(self, row: dict) -> None:
+    def write(self, row: dict, text: str | None = None) -> None:
+        """One audit row; `text`: the removed document's text (only its start is kept, for the sample)."""
         self._text.write(json.dumps(row, ensure_ascii=False) + "\n")
         self.rows += 1
+        self._rows_by_source[row["source"]] += 1
         self._sample.append(row)
+        if text is not None:
+            self._texts[str(row["removed"])] = text_start(text)
         if len(self._sample) >= 2 * SUMMARY_SAMPLE_ROWS:
             self._trim_sample()
 
     def _trim_sample(self) -> None:
         self._sample = sorted(self._sample, key=_sample_key)[:SUMMARY_SAMPLE_ROWS]
+        sampled = {str(row["removed"]) for row in self._sample}
+        self._texts = {doc_id: text for doc_id, text in self._texts.items() if doc_id in sampled}
 
     def __exit__(self, exc_type, *_) -> None:
         self._text.close()  # the gzip trailer; the file under it stays open
@@ -192,7 +216,8 @@ class AuditWriter:
             return
         self._file.publish()
         self._trim_sample()
-        write_task_summary(self.folder, self.name, self.rows, self.duplicate_groups, self._sample)
+        write_task_summary(self.folder, self.name, self.rows, self.duplicate_groups, self._sample, self._texts,
+                           self._rows_by_source, self.cluster_sizes)
 
 
 def _audit_folder(output_root: Path, kind: str) -> Path:
@@ -202,27 +227,38 @@ def _audit_folder(output_root: Path, kind: str) -> Path:
 
 
 def dedup_summary(output_root: Path, sample_size: int = 20) -> dict[str, dict]:
-    """Per dedup kind: documents removed, duplicate groups, a sample of audit rows (those of smallest
-    `removed` id; each task keeps SUMMARY_SAMPLE_ROWS, so at most that many per task beyond it) and the
-    audit files (relative to output_root). Reads only the per-task summaries; a disabled kind has zeros."""
+    """Per dedup kind: documents removed (in all and per source), duplicate groups and how many of each
+    size, a sample of audit rows (those of smallest `removed` id; each task keeps SUMMARY_SAMPLE_ROWS, so at
+    most that many per task beyond it) with the start of their texts, and the audit files (relative to
+    output_root). Reads only the per-task summaries; a disabled kind has zeros."""
     root = Path(output_root)
     out = {}
     for kind in DEDUP_KINDS:
         folder = _audit_folder(root, kind)
         removed = groups = 0
         sample: list[dict] = []
+        texts: dict[str, str] = {}
+        by_source: Counter = Counter()
+        sizes: Counter = Counter()
         for path in sorted(folder.glob("*.summary.json")):
             try:
                 summary = json.loads(path.read_text(encoding="utf-8"))
                 removed += summary["rows"]
                 groups += summary["duplicate_groups"]
                 sample += summary["sample"]
+                texts.update(summary["sample_texts"])
+                by_source.update(summary["rows_by_source"])
+                sizes.update({int(size): n for size, n in summary["cluster_sizes"].items()})
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}: not a dedup task summary ({exc})") from exc
+        sample = sorted(sample, key=_sample_key)[:sample_size]
         out[kind] = {
             "documents_removed": removed,
+            "documents_removed_by_source": dict(sorted(by_source.items())),
             "duplicate_groups": groups,
-            "sample": sorted(sample, key=_sample_key)[:sample_size],
+            "cluster_sizes": {str(size): n for size, n in sorted(sizes.items())},
+            "sample": sample,
+            "sample_texts": {str(r["removed"]): texts[str(r["removed"])] for r in sample if str(r["removed"]) in texts},
             "audit_files": sorted(str(p.relative_to(root)) for p in folder.glob("*.jsonl.gz")),
         }
     return out
@@ -398,8 +434,10 @@ class _KeeperDecisions:
         self.carried_row: np.ndarray | None = None
         self.carried_id = np.empty(0, dtype=np.uint8)
         self.carried_group_counted = False
+        self.carried_removed = 0  # removals of the carried group so far
         self.groups_with_removal = 0
         self.removed_parts = 0
+        self.group_sizes: Counter = Counter()  # groups with a removal, by size (the keeper included)
 
     def decide(self, rows: np.ndarray, id_starts: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(removed rows, their keepers' rows, their keepers' ids concatenated)."""
@@ -420,6 +458,12 @@ class _KeeperDecisions:
         self.removed_parts += int(remove.sum())
 
         last = int(group[-1])
+        removed_per_group = np.bincount(group[remove], minlength=last + 1)
+        if carried:
+            removed_per_group[0] += self.carried_removed
+        done = removed_per_group[:-1]  # every group but the last is complete
+        count_sizes(self.group_sizes, done[done > 0] + 1)
+        self.carried_removed = int(removed_per_group[-1])
         self.carried_group_counted = bool(len(groups_hit) and groups_hit[-1] == last) or \
             bool(carried and last == 0 and self.carried_group_counted)
         k = int(first[last])
@@ -429,6 +473,12 @@ class _KeeperDecisions:
         keepers = keeper[remove]
         kept_ids = _gather_pieces(ids, id_starts[keepers], rows["id_len"][keepers])
         return rows[remove], rows[keepers], kept_ids
+
+    def finish(self) -> None:
+        """Count the size of the last group, which no later chunk continues."""
+        if self.carried_removed:
+            count_sizes(self.group_sizes, np.array([self.carried_removed + 1]))
+        self.carried_removed = 0
 
 
 class _RemovalFiles:
@@ -513,8 +563,10 @@ class FindHashDuplicates(_HashDedupStep):
                 if len(removed):
                     removals.add(removed, keepers, kept_ids)
             removals.close()
+            decisions.finish()
         write_task_summary(self.audit_folder, f"find_{bucket:05d}", rows=0,
-                           duplicate_groups=decisions.groups_with_removal, sample=[])
+                           duplicate_groups=decisions.groups_with_removal, sample=[],
+                           cluster_sizes=decisions.group_sizes)
         self.stat_update("duplicate_groups", value=decisions.groups_with_removal)
         self.stat_update("removed_parts", value=decisions.removed_parts)
         return
@@ -576,6 +628,7 @@ class HashDedupFilter(_HashDedupStep):
                     # the keeper of most of the removed parts; of equally many, the one of the earliest part
                     top, _ = Counter(keepers).most_common(1)[0]
                     row = {"removed": doc.id, "source": doc.metadata.get("source", ""), "kept": kept_id(top), "reason": self.mode}
+                    text_before = doc.text  # the audit sample shows the document as it came, not what is left
                     if self.mode == PARAGRAPH:
                         dropped_parts = set(hits["part"].tolist())
                         paragraphs = split_paragraphs(doc.text)
@@ -591,7 +644,7 @@ class HashDedupFilter(_HashDedupStep):
                         row["paragraphs_total"] = len(paragraphs)
                         row["also_in"] = sorted({kept_id(k) for k in first_hit} - {row["kept"]})
                 self.stat_update("dropped")
-                audit.write(row)
+                audit.write(row, text_before)
             if next_run != len(run_docs):
                 raise ValueError(f"{self.work / 'removals'}: shard {rank} has removals for document {run_docs[next_run]} "
                                  f"but only {documents} documents; its input changed since the signatures were written")
@@ -670,7 +723,8 @@ class _RemovedClusterMembers:
 
     def write(self, doc: Document, rank: int = 0, **_) -> None:
         cluster = doc.metadata.get("minhash_cluster_id", -1)
-        row = [cluster, doc.id, doc.metadata.get("source", "")]
+        # the start of the text goes with the row: the audit's sample shows it
+        row = [cluster, doc.id, doc.metadata.get("source", ""), text_start(doc.text)]
         self._lines.setdefault(rank, {}).setdefault(cluster % self.parts, []).append(json.dumps(row, ensure_ascii=False))
 
     def __exit__(self, *exc) -> None:
@@ -715,15 +769,17 @@ class NearAuditJoin(PipelineStep):
         for path, line in _read_partition_lines(self.audit.keepers_folder, part):
             cluster, doc_id = self._parse(path, line, 2)
             kept[cluster] = doc_id
-        clusters: set[int] = set()
+        removed_per_cluster: Counter = Counter()
         with AuditWriter(self.audit.work / "audit", f"{part:05d}") as writer:
             for path, line in _read_partition_lines(self.audit.removed_folder, part):
-                cluster, doc_id, source = self._parse(path, line, 3)
-                writer.write({"removed": doc_id, "source": source, "kept": kept.get(cluster), "reason": NEAR, "cluster": cluster})
-                clusters.add(cluster)
-            writer.duplicate_groups = len(clusters)
+                cluster, doc_id, source, text = self._parse(path, line, 4)
+                writer.write({"removed": doc_id, "source": source, "kept": kept.get(cluster), "reason": NEAR, "cluster": cluster},
+                             text)
+                removed_per_cluster[cluster] += 1
+            writer.duplicate_groups = len(removed_per_cluster)
+            count_sizes(writer.cluster_sizes, np.fromiter(removed_per_cluster.values(), dtype=np.int64) + 1)
         self.stat_update("rows", value=writer.rows)
-        self.stat_update("clusters", value=len(clusters))
+        self.stat_update("clusters", value=len(removed_per_cluster))
         return
         yield
 

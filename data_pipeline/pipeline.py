@@ -34,6 +34,7 @@ from data_pipeline.fast.minhash_signature import FastMinhashDedupSignature
 from data_pipeline.fast.word_tokenizer import get_word_tokenizer
 from data_pipeline.progress import with_task_monitors
 from data_pipeline.readers import SourceReader, list_source_files
+from data_pipeline.removed_sample import RemovedSample
 from data_pipeline.report import WriteReport
 from data_pipeline.steps import GutenbergStripper, HtmlExtractor, LanguageIdentifier, PiiRedactor, TextNormalizer
 from data_pipeline.steps.meter import Meter
@@ -55,6 +56,7 @@ class Layout:
         # the tokenizer the later stages load: in the output folder, or its local copy when that is remote
         self.tokenizer = self.work / "tokenizer" if self.remote_output else Path(output_dir) / "tokenizer"
         self.bad_records = self.work / "bad_records"
+        self.removed = self.work / "removed"  # counts and samples of what the filters removed
         self.token_parts = self.work / "token_parts"
         self.shard_lists = self.work / "shard_lists"
         self.shard_staging = self.work / "shard_staging"
@@ -94,8 +96,8 @@ def build_stages(cfg: PreprocessConfig, sources: list[SourceConfig], resolved_co
         (cfg.extract.enabled, lambda: HtmlExtractor(cfg.extract, bad_records, compiled_xpaths=cfg.components == "fast"), "extract"),
         (cfg.gutenberg.enabled, lambda: GutenbergStripper(cfg.gutenberg), "gutenberg"),
         (cfg.normalize.enabled, lambda: TextNormalizer(cfg.normalize, bad_records, skip_plain_lines=cfg.components == "fast"), "normalize"),
-        (cfg.language.enabled, lambda: LanguageIdentifier(cfg.language), "language"),
-        (True, lambda: QualityFilters(cfg.quality, cfg.components), "quality"),
+        (cfg.language.enabled, lambda: LanguageIdentifier(cfg.language, RemovedSample(layout.removed, "language")), "language"),
+        (True, lambda: QualityFilters(cfg.quality, cfg.components, RemovedSample(layout.removed, "quality")), "quality"),
         (cfg.pii.enabled, lambda: PiiRedactor(cfg.pii), "pii"),
     ):
         if enabled:

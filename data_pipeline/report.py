@@ -1,11 +1,12 @@
-"""The run's report: per stage documents and bytes in/out, what each filter removed, bad records,
-duplicate clusters, tokens per source, the tokenizer's training sample per source, and per stage CPU
-time and the peak RSS of its largest task; saved as `report.json` and printed as a table.
+"""The run's report: per stage documents and bytes in/out, what each filter removed (per source and
+reason, with a sample of the removed documents), bad records, duplicate clusters, tokens per source, the
+tokenizer's training sample per source, and per stage CPU time and the peak RSS of its largest task;
+saved as `report.json` and printed as a table.
 
 It is the pipeline's last stage (so a Slurm run writes it too) and reads only files: the per-task
 stats of every stage (merged from `logs/<stage>/stats/`, which also covers tasks of earlier, resumed
 runs), the per-task bad-record files (streamed: counts and the first few; the files keep the full
-lists), the dedup audit parts and the manifest.
+lists), the filters' per-task removal summaries, the dedup audit summaries and the manifest.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from datatrove.utils.stats import PipelineStats, Stats
 from data_pipeline.bad_records import BadRecord, summarize_bad_records
 from data_pipeline.dedup import dedup_summary
 from data_pipeline.progress import PROGRESS_STEP_NAME
-from monitoring.console import human_bytes
+from data_pipeline.removed_sample import removed_summary
 from data_pipeline.steps.meter import METER_PREFIX
 from data_pipeline.steps.peak_memory import PEAK_MEMORY_STEP_NAME, PEAK_RSS_STAT
 from data_pipeline.steps.tokenizer_training import SAMPLE_CHARS_STAT
+from monitoring.console import human_bytes
 from shard_format import manifest as manifest_lib
 from shard_format import storage
 
@@ -67,7 +69,8 @@ def _total(metric) -> float:
 def build_report(state_dir: str | os.PathLike, stage_names: list[str], manifest: dict | None = None) -> dict:
     """The report of the run whose logs and work files are in `state_dir`; `manifest`: its shards' manifest."""
     root = Path(state_dir)
-    meters: list[tuple[str, float, float]] = []
+    # (point, stage, documents, bytes, CPU seconds of the steps since the point before)
+    meters: list[tuple[str, str, float, float, float]] = []
     steps: list[dict] = []
     removed_by_filter: dict[str, Counter] = defaultdict(Counter)
     reasons: dict[str, Counter] = defaultdict(Counter)
@@ -76,6 +79,7 @@ def build_report(state_dir: str | os.PathLike, stage_names: list[str], manifest:
     for stage in stage_names:
         stats, stage_peaks[stage] = read_stage_stats(root / "logs" / stage)
         stage_times[stage] = round(sum(s.time_stats.total for s in stats.stats), 3)
+        cpu_since_meter = 0.0
         for step in stats.stats:
             values = {k: _total(v) for k, v in step.stats.items()}
             label = _step_label(step)
@@ -85,8 +89,11 @@ def build_report(state_dir: str | os.PathLike, stage_names: list[str], manifest:
                 if key.startswith(SAMPLE_CHARS_STAT):
                     sample_chars[key[len(SAMPLE_CHARS_STAT):]] += int(value)
             if label.startswith(METER_PREFIX):
-                meters.append((label[len(METER_PREFIX):], values.get("documents", 0), values.get("bytes", 0)))
+                meters.append((label[len(METER_PREFIX):], stage, values.get("documents", 0), values.get("bytes", 0),
+                               cpu_since_meter + step.time_stats.total))
+                cpu_since_meter = 0.0
                 continue
+            cpu_since_meter += step.time_stats.total
             for key, value in values.items():
                 parts = key.split("/")
                 if parts[0] == "removed" and len(parts) == 3:
@@ -96,13 +103,13 @@ def build_report(state_dir: str | os.PathLike, stage_names: list[str], manifest:
             steps.append({"stage": stage, "step": label, "cpu_seconds": round(step.time_stats.total, 3),
                           "stats": {k: values[k] for k in sorted(values)}})
 
+    # "stage": the step before the meter point; "pipeline_stage": the stage (and its task logs) it ran in
     flow = []
-    for (prev_point, prev_docs, prev_bytes), (point, docs, size) in zip(meters, meters[1:]):
-        flow.append({"stage": point, "documents_in": int(prev_docs), "documents_out": int(docs),
-                     "bytes_in": int(prev_bytes), "bytes_out": int(size)})
-    if meters:
-        point, docs, size = meters[0]
-        flow.insert(0, {"stage": point, "documents_in": None, "documents_out": int(docs), "bytes_in": None, "bytes_out": int(size)})
+    for before, (point, stage, docs, size, cpu) in zip([None] + meters, meters):
+        flow.append({"stage": point, "pipeline_stage": stage,
+                     "documents_in": None if before is None else int(before[2]), "documents_out": int(docs),
+                     "bytes_in": None if before is None else int(before[3]), "bytes_out": int(size),
+                     "cpu_seconds": round(cpu, 3)})
 
     dedup = dedup_summary(root)
 
@@ -114,6 +121,7 @@ def build_report(state_dir: str | os.PathLike, stage_names: list[str], manifest:
         "flow": flow,
         "removed_by_filter": {f: dict(sorted(c.items())) for f, c in sorted(removed_by_filter.items())},
         "filter_reasons": {f: dict(c.most_common()) for f, c in sorted(reasons.items())},
+        "removed": removed_summary(root / "work" / "removed"),
         "dedup": dedup,
         "bad_records": summarize_bad_records(root / "work" / "bad_records", root, BAD_RECORD_SAMPLE_SIZE),
         "tokens": tokens,

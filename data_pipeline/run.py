@@ -13,14 +13,15 @@ from data_pipeline.pipeline import Layout, build_stages
 from data_pipeline.progress import StageProgress, hide_library_bars_without_terminal
 from data_pipeline.report import format_report
 from data_pipeline.slurm_jobs import StageJobs, follow_pipeline, submit_pipeline
+from data_pipeline.wandb_log import log_pipeline_run
 from shard_format import storage
 from shard_format.atomic import write_text_atomic
 from shard_format.errors import ConfigError
 
 RUN_CONFIG_FILE = "run_config.json"
 # settings that may change between a run and its resumption without changing any output (a stage that
-# ran out of time or memory on Slurm is resumed with more)
-_RESUMABLE_KEYS = (("progress",), ("progress_interval_s",), ("storage_options",)) + tuple(("executor", key) for key in (
+# ran out of time or memory on Slurm is resumed with more; a run logged offline is rerun to log it online)
+_RESUMABLE_KEYS = (("progress",), ("progress_interval_s",), ("storage_options",), ("logging",)) + tuple(("executor", key) for key in (
     "kind", "workers", "dry_run", "wait", "partition", "qos", "time", "cpus_per_task", "mem_per_cpu_gb", "sbatch_args",
     "env_command", "max_array_size", "max_array_launch_parallel", "tasks_per_job", "randomize_start_duration", "stages"))
 
@@ -92,7 +93,7 @@ def run_pipeline(cfg: PreprocessConfig) -> dict | None:
         where = f" in stage {failed.name} (task logs: {logging_dir(layout.state, failed) / 'logs'})" if failed else ""
         print(f"error: the pipeline failed{where}: {exc}", file=sys.stderr)
         raise
-    return _show_report(layout, cfg.storage_options)
+    return _report_and_log(cfg, layout)
 
 
 def _submit_to_slurm(cfg: PreprocessConfig, stages: list[Stage], executors: list[TrackedSlurmExecutor],
@@ -104,6 +105,9 @@ def _submit_to_slurm(cfg: PreprocessConfig, stages: list[Stage], executors: list
         print(f"{stage_jobs.stage.name}: {stage_jobs.describe()}", flush=True)
     if not cfg.executor.wait:
         print(_follow_hint(jobs, layout))
+        if cfg.logging.mode != "disabled":  # only a command that follows the jobs to their end logs the run
+            print(f"W&B ({cfg.logging.mode}): nothing logged while the jobs run; once they have ended, rerun this "
+                  f"command with executor.wait=true: it finds every stage done and logs the run")
         return None
     try:
         with StageProgress(stages, layout.state, enabled=cfg.progress, interval_s=cfg.progress_interval_s):
@@ -111,7 +115,7 @@ def _submit_to_slurm(cfg: PreprocessConfig, stages: list[Stage], executors: list
     except KeyboardInterrupt:
         print(f"\nstopped following; the jobs keep running. {_follow_hint(jobs, layout)}", file=sys.stderr)
         raise SystemExit(130) from None
-    return _show_report(layout, cfg.storage_options)
+    return _report_and_log(cfg, layout)
 
 
 def _follow_hint(jobs: list[StageJobs], layout: Layout) -> str:
@@ -120,8 +124,12 @@ def _follow_hint(jobs: list[StageJobs], layout: Layout) -> str:
     return f"follow with: {queue}; logs in {layout.logs}; the report lands in {layout.report}"
 
 
-def _show_report(layout: Layout, storage_options: dict) -> dict:
-    report = json.loads(storage.read_bytes(layout.report, storage_options))
+def _report_and_log(cfg: PreprocessConfig, layout: Layout) -> dict:
+    """Print the report, then make the W&B run of it (see wandb_log.py; WandbLoggingError if W&B fails)."""
+    report = json.loads(storage.read_bytes(layout.report, cfg.storage_options))
     print(format_report(report))
-    print(f"shards, manifest.json, tokenizer/ and report.json are in {layout.output}")
+    print(f"shards, manifest.json, tokenizer/ and report.json are in {layout.output}", flush=True)
+    line = log_pipeline_run(cfg, layout, report)
+    if line is not None:
+        print(line, flush=True)
     return report

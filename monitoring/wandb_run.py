@@ -5,14 +5,18 @@ file, so artifact files are copied into the run folder before they are added (se
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from monitoring.config import LoggingConfig
 from shard_format.errors import ConfigError
 
-_SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.IGNORECASE)
+# a bare "token" would also match tokenizer, eos_token and max_tokens_per_shard
+_SECRET_KEY = re.compile(r"api_?key|access_?key|secret|password|passwd|credential|^token$|"
+                         r"(auth|access|api|hf|bearer|refresh)_?token", re.IGNORECASE)
 
 
 def redact_secrets(config: Any) -> Any:
@@ -47,6 +51,28 @@ def open_run(cfg: LoggingConfig, *, job_type: str, config: dict, parent_dir: str
 def run_folder(run) -> str:
     """The folder `wandb sync` takes: `<dir>/wandb/offline-run-<time>-<id>` (or `run-...` online)."""
     return os.path.dirname(run.dir)
+
+
+def describe_run(run, mode: str) -> str:
+    """The line a command prints about its run (and, offline, how to upload it)."""
+    folder = run_folder(run)
+    return f"W&B run {run.id} ({mode}): {folder}" + (f"\n  upload it with: wandb sync {folder}" if mode == "offline" else "")
+
+
+@contextlib.contextmanager
+def staging_in_run_folder(run) -> Iterator[None]:
+    """While the block runs, W&B stages artifact files inside the run folder. A logged `wandb.Table` becomes
+    an artifact of W&B's own, whose file W&B copies to `$WANDB_DATA_DIR/artifacts/staging` (by default in
+    the home folder) and names in the run file: `wandb sync` of the run folder alone would miss it."""
+    previous = os.environ.get("WANDB_DATA_DIR")
+    os.environ["WANDB_DATA_DIR"] = os.path.join(run_folder(run), "staging")
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("WANDB_DATA_DIR", None)
+        else:
+            os.environ["WANDB_DATA_DIR"] = previous
 
 
 def use_as_input(run, artifact) -> None:

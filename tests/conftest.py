@@ -26,12 +26,14 @@ def output_bytes(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for pattern in OUTPUT_FILES for p in sorted(out.glob(pattern))}
 
 
-def pipeline_command(output_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "data_pipeline", f"output_dir={output_dir}", "progress=false", *overrides]
+def pipeline_command(output_dir: Path, *overrides: str, python_flags: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, *python_flags, "-m", "data_pipeline", f"output_dir={output_dir}", "progress=false", *overrides]
 
 
-def run_pipeline_cli(output_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(pipeline_command(output_dir, *overrides), cwd=ROOT, capture_output=True, text=True)
+def run_pipeline_cli(output_dir: Path, *overrides: str, check: bool = True, python_flags: tuple[str, ...] = (),
+                     env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(pipeline_command(output_dir, *overrides, python_flags=python_flags), cwd=ROOT,
+                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"pipeline failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -46,7 +48,7 @@ def read_docs(folder: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory) -> Path:
-    """The whole pipeline on the bundled sample, once per test session."""
+    """The whole pipeline on the bundled sample, once per test session (its W&B run offline, in out/wandb)."""
     out = tmp_path_factory.mktemp("sample_run") / "out"
     run_pipeline_cli(out, *SAMPLE_OVERRIDES)
     return out

@@ -191,6 +191,13 @@ def find_summaries(work):
     return sum(json.loads(p.read_text())["duplicate_groups"] for p in (work / "audit").glob("find_*.summary.json"))
 
 
+def find_cluster_sizes(work) -> Counter:
+    sizes = Counter()
+    for path in (work / "audit").glob("find_*.summary.json"):
+        sizes.update({int(k): n for k, n in json.loads(path.read_text())["cluster_sizes"].items()})
+    return sizes
+
+
 def test_merge_in_tiny_blocks_decides_what_a_full_sort_decides_and_stays_bounded(tmp_path, monkeypatch):
     buckets, block_rows = 2, 4
     shards = random_shards(seed=3, ranks=9, docs_per_rank=25)
@@ -225,6 +232,10 @@ def test_merge_in_tiny_blocks_decides_what_a_full_sort_decides_and_stays_bounded
     signatures_and_find(tmp_path / "whole", shards, PARAGRAPH, buckets, block_rows=1 << 20)
     for path in whole.glob("removals/*/*"):
         assert path.read_bytes() == (work / path.relative_to(whole)).read_bytes(), path
+    # groups cut by block ends are counted once, at their whole size
+    sizes = find_cluster_sizes(work)
+    assert sizes == find_cluster_sizes(whole) and sum(sizes.values()) == groups
+    assert sum((size - 1) * n for size, n in sizes.items()) == sum(len(r) for r in expected.values())
 
 
 @pytest.mark.parametrize("mode", [EXACT, PARAGRAPH])
@@ -270,7 +281,11 @@ def test_dedup_summary_counts_rows_and_groups_from_the_task_summaries(tmp_path, 
     assert summary[EXACT]["duplicate_groups"] == 6 == len({r["kept"] for r in audit})
     assert summary[EXACT]["sample"] == by_removed[:3]
     assert summary[EXACT]["audit_files"] == [f"work/exact/audit/{r:05d}.jsonl.gz" for r in range(3)]
-    assert summary[NEAR] == summary[PARAGRAPH] == {"documents_removed": 0, "duplicate_groups": 0, "sample": [], "audit_files": []}
+    assert summary[EXACT]["documents_removed_by_source"] == {"s": 18}
+    assert summary[EXACT]["cluster_sizes"] == {"3": 4, "6": 2}  # per shard A0 and B1 twice, four texts once
+    assert summary[NEAR] == summary[PARAGRAPH] == {
+        "documents_removed": 0, "documents_removed_by_source": {}, "duplicate_groups": 0, "cluster_sizes": {},
+        "sample": [], "sample_texts": {}, "audit_files": []}
     # beyond the 3 rows each task keeps: the smallest 3 of every task
     per_task = [r for rank in range(3) for r in [r for r in by_removed if r["removed"].startswith(f"{rank}-")][:3]]
     assert dedup_summary(tmp_path, sample_size=100)[EXACT]["sample"] == sorted(per_task, key=lambda r: r["removed"])

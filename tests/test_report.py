@@ -38,10 +38,12 @@ def test_bad_record_summary_counts_every_file_and_keeps_the_first_records_in_ran
     assert [(r["file"], r["location"]) for r in summary["sample"]] == \
         [("file0.jsonl", f"line {i + 1}") for i in range(15)] + [("file1.jsonl", f"line {i + 1}") for i in range(5)]
     assert summary["files"] == ["work/bad_records/00000.jsonl", "work/bad_records/00001.jsonl"]
+    assert summary["by_input_file"] == {"file0.jsonl": 15, "file1.jsonl": 15} and summary["input_files"] == 2
 
 
 def test_bad_record_summary_of_a_run_without_bad_records(tmp_path):
-    assert summarize_bad_records(tmp_path / "missing", tmp_path) == {"count": 0, "by_step": {}, "sample": [], "files": []}
+    assert summarize_bad_records(tmp_path / "missing", tmp_path) == {
+        "count": 0, "by_step": {}, "by_input_file": {}, "input_files": 0, "sample": [], "files": []}
 
 
 class AllocateOnFirstTask(PipelineStep):

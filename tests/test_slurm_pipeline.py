@@ -54,6 +54,9 @@ def test_slurm_run_gives_the_shards_of_a_local_run(sample_run, slurm_cluster, tm
     assert {slurm_cluster.state(job_id) for job_id in jobs.values()} == {"COMPLETED"}
     assert "Tokens per source" in proc.stdout  # the report, printed by the command as after a local run
     assert output_bytes(out) == output_bytes(sample_run)
+    # one W&B run, made by the command that followed the jobs (a task making one would add folders)
+    (run_folder,) = (out / "wandb").glob("offline-run-*")
+    assert f"(offline): {run_folder}" in proc.stdout
 
 
 def test_failing_stage_cancels_its_dependants_and_shows_the_task_error(slurm_cluster, tmp_path):

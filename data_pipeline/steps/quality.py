@@ -10,6 +10,7 @@ decisions as the stock ones.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 
 from datatrove.data import DocumentsPipeline
@@ -26,6 +27,7 @@ from data_pipeline.config import QualityProfile
 from data_pipeline.fast.heuristics import FastC4QualityFilter, FastGopherQualityFilter
 from data_pipeline.fast.repetition import FastGopherRepetitionFilter
 from data_pipeline.fast.word_tokenizer import get_word_tokenizer
+from data_pipeline.removed_sample import RemovedSample
 
 
 def build_filters(profile: QualityProfile, components: str) -> list[tuple[str, BaseFilter]]:
@@ -60,16 +62,18 @@ class QualityFilters(PipelineStep):
     """Routes each document through the filters of `metadata["quality_profile"]`.
 
     Stats: `removed/<profile>/<filter>` per removed document and `reason/<filter>/<reason>` with the
-    filter's own reason, so the report can say what each filter removed.
+    filter's own reason, so the report can say what each filter removed; `removed` (optional) keeps the
+    removed documents' counts per source and a sample of them.
     """
 
     name = "quality filters"
     type = "🔻 - FILTER"
 
-    def __init__(self, profiles: dict[str, QualityProfile], components: str = "fast"):
+    def __init__(self, profiles: dict[str, QualityProfile], components: str = "fast", removed: RemovedSample | None = None):
         super().__init__()
         self.profiles = profiles
         self.components = components
+        self.removed = removed
         self._filters: dict[str, list[tuple[str, BaseFilter]]] | None = None
 
     def _filters_for(self, profile: str) -> list[tuple[str, BaseFilter]]:
@@ -78,6 +82,10 @@ class QualityFilters(PipelineStep):
         return self._filters[profile]
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        with self.removed if self.removed is not None else contextlib.nullcontext():
+            yield from self._filter(data, rank)
+
+    def _filter(self, data: DocumentsPipeline, rank: int) -> DocumentsPipeline:
         for doc in data:
             profile = doc.metadata["quality_profile"]
             with self.track_time():
@@ -92,6 +100,8 @@ class QualityFilters(PipelineStep):
                 filter_name, reason = verdict
                 self.stat_update(f"removed/{profile}/{filter_name}", "dropped")
                 self.stat_update(f"reason/{filter_name}/{reason}")
+                if self.removed is not None:
+                    self.removed.add(doc, filter_name, reason, rank)
                 continue
             self.stat_update("forwarded")
             yield doc
