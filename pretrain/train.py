@@ -75,7 +75,8 @@ def run(cfg: TrainConfig) -> int:
               f", optimizer {type(engine.basic_optimizer).__name__}, {cfg.threads_per_rank} CPU thread(s) per rank", flush=True)
     batches = DeviceBatches(build_train_batches(cfg.data, sizes.micro_batch_size, env.rank, env.world_size,
                                                 sizes.global_batch_size, manifest=manifest), engine.device)
-    trainer = Trainer(engine, batches, sizes.grad_accum_steps, cfg.max_steps, world_size=env.world_size)
+    trainer = Trainer(engine, batches, sizes.grad_accum_steps, cfg.max_steps, world_size=env.world_size,
+                      log_every=cfg.logging.log_every)
     if resume:
         trainer.load_state_dict(checkpoint.load(engine, resume, env.rank, universal))
         if env.rank == 0:

@@ -45,11 +45,11 @@ class StandInEngine:
         self.skipped_steps, self.micro_steps = 0, 0
         self.batch_devices: set[torch.device] = set()
 
-    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         self.batch_devices |= {inputs.device, targets.device}
         if self.module is None:
-            return torch.tensor(1.0, requires_grad=True)
-        return self.module(inputs, targets)
+            return torch.ones(targets.shape if reduction == "none" else (), requires_grad=True)
+        return self.module(inputs, targets, reduction)
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.grad_accum).backward()
@@ -96,7 +96,7 @@ def test_batches_reach_the_engine_device_with_one_small_collective_per_step(samp
     batches = DeviceBatches(build_train_batches(DataConfig(str(sample_run), SEQ), MICRO), engine.device)
     logger = MetricsLogger(rank=0, logging=LoggingConfig(mode="disabled"), config={}, run_id=None,
                            output_dir=str(tmp_path))
-    trainer = Trainer(engine, batches, grad_accum, max_steps=steps,
+    trainer = Trainer(engine, batches, grad_accum, max_steps=steps, log_every=log_every,
                       callbacks=[StopOnSignal(StopSignals(), 0), MetricsCallback(logger, log_every, 1.0, None, 1)])
     try:
         trainer.fit()
@@ -173,7 +173,7 @@ def rank_in_a_group_that_refuses_cpu_tensors(rank: int, world: int, port: int, s
             evals.append(evaluate(engine, val_batches, 2, engine.device))
             return evals[-1]
 
-        trainer = Trainer(engine, batches, grad_accum, max_steps=50, world_size=world, callbacks=[
+        trainer = Trainer(engine, batches, grad_accum, max_steps=50, world_size=world, log_every=2, callbacks=[
             SignalAtStep(signals, rank=world - 1, my_rank=rank, step=3), StopOnSignal(signals, rank),
             MetricsCallback(logger, 2, 1.0, None, world), EvalCallback(run_eval, logger, 2),
             CheckpointCallback(os.path.join(out, "checkpoints"), 2, 0, rank)])
