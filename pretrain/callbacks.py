@@ -6,6 +6,7 @@ import math
 import os
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,12 +81,18 @@ class MetricsCallback(Callback):
 
 
 class EvalCallback(Callback):
+    """Evaluates every `every_steps` and at the end; the last validation loss goes into the trainer state
+    (saved with the next checkpoint: its artifact's metadata)."""
+
     def __init__(self, evaluate, logger: MetricsLogger, every_steps: int):
         self.evaluate, self.logger, self.every_steps = evaluate, logger, every_steps
 
     def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
         if self.every_steps and (result.step % self.every_steps == 0 or result.step == trainer.max_steps):
-            self.logger.log(result.step, self.evaluate())
+            metrics = self.evaluate()
+            if "val/loss" in metrics:
+                trainer.extra_state["val_loss"] = metrics["val/loss"]
+            self.logger.log(result.step, metrics)
 
 
 class _PendingSave(NamedTuple):
@@ -105,11 +112,14 @@ class CheckpointCallback(Callback):
     next save starts or the run ends. Logs `checkpoint/stall_s` (the training loop's wait) and
     `checkpoint/save_s` (until durable) for each save."""
 
-    def __init__(self, root: str, every_steps: int, keep_last: int, rank: int, logger: MetricsLogger | None = None):
+    def __init__(self, root: str, every_steps: int, keep_last: int, rank: int, logger: MetricsLogger | None = None,
+                 on_durable: Callable[[Path, int, dict], None] | None = None):
         self.root, self.every_steps, self.keep_last, self.rank, self.logger = root, every_steps, keep_last, rank, logger
+        self.on_durable = on_durable  # (folder, step, trainer state) of each checkpoint once complete
         self._saved_step = -1
         self._pending: _PendingSave | None = None
         self.last_save_s: float | None = None
+        self.durable: tuple[int, Path] | None = None  # (step, folder) of the last checkpoint completed
 
     def _save(self, trainer: Trainer) -> None:
         if trainer.step == self._saved_step:
@@ -138,6 +148,9 @@ class CheckpointCallback(Callback):
         if self.rank == 0:
             print(f"checkpoint step {pending.step} -> {pending.path} (training waited {pending.stall_s:.2f} s; "
                   f"durable after {self.last_save_s:.2f} s)", flush=True)
+        self.durable = (pending.step, pending.path)
+        if self.on_durable is not None:
+            self.on_durable(pending.path, pending.step, pending.trainer_state)
 
     def _log(self, step: int, metrics: dict) -> None:
         if self.logger is not None:

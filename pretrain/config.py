@@ -168,6 +168,8 @@ class DataConfig:
     # With weights, every source of the train split needs one (0 leaves it out).
     weights: dict[str, float] = field(default_factory=dict)
     seed: int = 1234
+    # resume from a checkpoint trained on other data (another manifest sha256): refused unless true
+    allow_changed: bool = False
 
 
 @dataclass
