@@ -114,16 +114,25 @@ def test_device_batches_report_the_state_of_what_they_handed_out(sample_run):
     """The reader thread runs ahead; a checkpoint must record the batches handed out, not those read."""
     plain = build_train_batches(DataConfig(str(sample_run), SEQ), MICRO)
     device_batches = DeviceBatches(build_train_batches(DataConfig(str(sample_run), SEQ), MICRO), "cpu", depth=3)
+    drawn = dict.fromkeys(device_batches.source_names, 0)
     try:
         for _ in range(4):
             expected, got = next(plain), next(device_batches)
             assert all(torch.equal(e, g) for e, g in zip(expected, got))
             assert device_batches.state_dict() == plain.state_dict()
             assert device_batches.tokens_consumed == plain.tokens_consumed
-        state = device_batches.state_dict()
+            assert device_batches.sources.tolist() == plain.last_sources.tolist()  # the rows' sources
+            for s in plain.last_sources.tolist():
+                drawn[plain.order.sources[s]] += 1
+            assert device_batches.samples_per_source() == drawn
+        state, counts = device_batches.state_dict(), device_batches.samples_per_source()
         resumed = DeviceBatches(build_train_batches(DataConfig(str(sample_run), SEQ), MICRO), "cpu")
-        resumed.load_state_dict(state)
+        resumed.load_state_dict(state, counts)
+        assert resumed._counted[0] == state["samples_consumed"]  # carried over: nothing to recount
+        assert resumed.samples_per_source() == counts
         assert all(torch.equal(e, g) for e, g in zip(next(plain), next(resumed)))
+        resumed.load_state_dict(state)  # without the counts: derived from the order
+        assert resumed.samples_per_source() == counts
         resumed.close()
     finally:
         device_batches.close()
@@ -211,5 +220,10 @@ def check_ranks(out: Path, world: int) -> list[dict]:
         assert len(result["evals"]) == 1 and result["evals"][0]["val/loss"] > 0
     assert (out / "checkpoints" / "step_00000002" / "COMPLETE").exists()
     assert (out / "checkpoints" / "step_00000003" / "COMPLETE").exists()
-    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["train/loss"] > 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["train/loss"] > 0
+    # log step 2: the per-source losses reduced over the ranks beside the loss, the tokens per source
+    quiet = next(r for r in rows if r["step"] == 2 and any(k.startswith("data/") for k in r))
+    assert any(k.startswith("train/") and k.endswith("/loss") and v > 0 for k, v in quiet.items())
+    assert sum(v for k, v in quiet.items() if k.startswith("data/") and k.endswith("/tokens")) == 2 * 2 * MICRO * world * SEQ
     return results
