@@ -6,6 +6,7 @@ import math
 import os
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,7 +14,8 @@ import torch
 
 from pretrain import checkpoint, collectives
 from pretrain.metrics import MetricsLogger, mfu
-from pretrain.trainer import Callback, StepResult, Trainer
+from pretrain.sources import source_loss_metrics, source_mix_metrics
+from pretrain.trainer import Callback, StepResult, Trainer, is_log_step
 
 
 def memory_metrics() -> dict[str, float]:
@@ -25,15 +27,19 @@ def memory_metrics() -> dict[str, float]:
 class MetricsCallback(Callback):
     """Loss, learning rate, grad norm, tokens/s, MFU and memory every `log_every` steps (averaged over them).
 
-    The losses of the steps in between stay on the device, summed; a log step copies that sum to the
-    host and reduces it over the ranks in one small collective."""
+    The losses of the steps in between stay on the device, summed; a log step copies that sum, with
+    the step's per-source loss sums, to the host and reduces them over the ranks in one small
+    collective. Also per source: tokens consumed, their share, the configured weight (pretrain.sources).
+    `constants` (e.g. the restart count) go with every log step too. `last`: (step, metrics) of the last
+    log step, for the alert monitors."""
 
     def __init__(self, logger: MetricsLogger, log_every: int, flops_per_token: float, peak_tflops: float | None,
-                 num_devices: int):
-        self.logger, self.log_every = logger, max(1, log_every)
+                 num_devices: int, constants: dict | None = None):
+        self.logger, self.log_every, self.constants = logger, max(1, log_every), dict(constants or {})
         self.flops_per_token, self.peak, self.num_devices = flops_per_token, peak_tflops, num_devices
         self._loss_sum: torch.Tensor | None = None
         self._steps, self._tokens, self._seconds, self._skipped = 0, 0, 0.0, 0
+        self.last: tuple[int, dict] | None = None
 
     def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
         if result.skipped:
@@ -44,11 +50,13 @@ class MetricsCallback(Callback):
             self._steps += 1
         self._tokens += result.tokens
         self._seconds += result.seconds
-        if result.step % self.log_every and result.step != trainer.max_steps:
+        if not is_log_step(result.step, self.log_every, trainer.max_steps):
             return
-        loss = None
-        if self._steps:  # every rank skips the same steps, so every rank takes part in this reduction
-            loss = collectives.all_reduce(self._loss_sum.reshape(1))[0] / (self._steps * self.num_devices)
+        # every rank skips the same steps and has per-source sums on the same steps: one reduction, entered alike
+        parts = ([self._loss_sum.reshape(1).double()] if self._steps else []) + (
+            [result.source_losses.flatten()] if result.source_losses is not None else [])
+        reduced = collectives.all_reduce(torch.cat(parts)) if parts else []
+        loss = reduced[0] / (self._steps * self.num_devices) if self._steps else None
         tokens_per_s = self._tokens / self._seconds if self._seconds else 0.0
         grad_norm = trainer.engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None and math.isfinite(float(grad_norm)) else None
@@ -62,16 +70,29 @@ class MetricsCallback(Callback):
             **memory_metrics(),
         }
         self.logger.log(result.step, metrics)
+        # in W&B and metrics.jsonl, not on the console line: a few values per source
+        quiet = {**self.constants,
+                 **source_mix_metrics(trainer.batches.tokens_per_source(), trainer.batches.source_weights)}
+        if result.source_losses is not None:
+            quiet.update(source_loss_metrics(trainer.batches.source_names, reduced[1 if self._steps else 0:]))
+        self.logger.log(result.step, quiet, console=False)
+        self.last = (result.step, {**metrics, **quiet})
         self._loss_sum, self._steps, self._tokens, self._seconds = None, 0, 0, 0.0
 
 
 class EvalCallback(Callback):
+    """Evaluates every `every_steps` and at the end; the last validation loss goes into the trainer state
+    (saved with the next checkpoint: its artifact's metadata)."""
+
     def __init__(self, evaluate, logger: MetricsLogger, every_steps: int):
         self.evaluate, self.logger, self.every_steps = evaluate, logger, every_steps
 
     def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
         if self.every_steps and (result.step % self.every_steps == 0 or result.step == trainer.max_steps):
-            self.logger.log(result.step, self.evaluate())
+            metrics = self.evaluate()
+            if "val/loss" in metrics:
+                trainer.extra_state["val_loss"] = metrics["val/loss"]
+            self.logger.log(result.step, metrics)
 
 
 class _PendingSave(NamedTuple):
@@ -91,11 +112,14 @@ class CheckpointCallback(Callback):
     next save starts or the run ends. Logs `checkpoint/stall_s` (the training loop's wait) and
     `checkpoint/save_s` (until durable) for each save."""
 
-    def __init__(self, root: str, every_steps: int, keep_last: int, rank: int, logger: MetricsLogger | None = None):
+    def __init__(self, root: str, every_steps: int, keep_last: int, rank: int, logger: MetricsLogger | None = None,
+                 on_durable: Callable[[Path, int, dict], None] | None = None):
         self.root, self.every_steps, self.keep_last, self.rank, self.logger = root, every_steps, keep_last, rank, logger
+        self.on_durable = on_durable  # (folder, step, trainer state) of each checkpoint once complete
         self._saved_step = -1
         self._pending: _PendingSave | None = None
         self.last_save_s: float | None = None
+        self.durable: tuple[int, Path] | None = None  # (step, folder) of the last checkpoint completed
 
     def _save(self, trainer: Trainer) -> None:
         if trainer.step == self._saved_step:
@@ -124,6 +148,9 @@ class CheckpointCallback(Callback):
         if self.rank == 0:
             print(f"checkpoint step {pending.step} -> {pending.path} (training waited {pending.stall_s:.2f} s; "
                   f"durable after {self.last_save_s:.2f} s)", flush=True)
+        self.durable = (pending.step, pending.path)
+        if self.on_durable is not None:
+            self.on_durable(pending.path, pending.step, pending.trainer_state)
 
     def _log(self, step: int, metrics: dict) -> None:
         if self.logger is not None:

@@ -169,6 +169,8 @@ class DataConfig:
     # With weights, every source of the train split needs one (0 leaves it out).
     weights: dict[str, float] = field(default_factory=dict)
     seed: int = 1234
+    # resume from a checkpoint trained on other data (another manifest sha256): refused unless true
+    allow_changed: bool = False
 
 
 @dataclass
@@ -211,6 +213,17 @@ class EvalSection:
 
 
 @dataclass
+class AlertsSection:
+    """Alerts on log steps (pretrain/alerts.py); a non-finite-loss stop and a stop signal always alert."""
+
+    spike_window: int = 20  # log steps whose train loss gives the rolling mean and std; 0 = no spike alert
+    spike_std: float = 6.0  # a loss above the mean by more than this many standard deviations is a spike
+    slow_fraction: float = 0.5  # alert when tokens/s falls below this fraction of its running median; 0 = off
+    slow_warmup: int = 5  # first log steps not judged (compilation, caches): their tokens/s is not counted
+    slow_window: int = 100  # log steps in the running median
+
+
+@dataclass
 class MemorySection:
     """The per-rank memory estimate (pretrain/memory.py), printed before anything is built."""
 
@@ -230,6 +243,7 @@ class TrainConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     eval: EvalSection = field(default_factory=EvalSection)
     memory: MemorySection = field(default_factory=MemorySection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
     estimate_only: bool = False  # print the per-rank memory estimate and exit: builds nothing, needs no GPU
     profile_step: int = 0  # profile this optimizer step (trace + operator table in output_dir/profile); 0 = off
     seed: int = 1234
@@ -356,6 +370,14 @@ def validate(cfg: TrainConfig, world_size: int) -> BatchSizes:
 
     require(cfg.eval.every_steps >= 0, "eval.every_steps", f"{cfg.eval.every_steps}: must be >= 0 (0 = off)")
     require(cfg.eval.batches >= 1, "eval.batches", f"{cfg.eval.batches}: must be positive")
+
+    al = cfg.alerts
+    require(al.spike_window == 0 or al.spike_window >= 2, "alerts.spike_window",
+            f"{al.spike_window}: must be >= 2 (a standard deviation needs two losses), or 0 = off")
+    require(al.spike_std > 0, "alerts.spike_std", f"{al.spike_std}: must be positive")
+    require(0 <= al.slow_fraction < 1, "alerts.slow_fraction", f"{al.slow_fraction}: must be in [0, 1) (0 = off)")
+    require(al.slow_warmup >= 0, "alerts.slow_warmup", f"{al.slow_warmup}: must be >= 0")
+    require(al.slow_window >= 1, "alerts.slow_window", f"{al.slow_window}: must be positive")
 
     mem = cfg.memory
     require(mem.device_gib is None or mem.device_gib > 0, "memory.device_gib", f"{mem.device_gib}: must be positive (or null)")

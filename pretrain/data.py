@@ -445,6 +445,26 @@ class MixedSampleOrder:
         source = np.searchsorted(self.offsets, ids, side="right") - 1
         return source, ids - self.offsets[source]
 
+    def source_counts(self, start: int, stop: int, chunk: int = 1 << 20) -> np.ndarray:
+        """Samples (int64, per source) at the global positions [start, stop): a whole epoch adds `counts`,
+        a part of one is counted from its slots (it costs O(stop - start) there, in chunks)."""
+        out = np.zeros(len(self.sources), dtype=np.int64)
+        pos = int(start)
+        while pos < stop:
+            epoch, within = divmod(pos, self.samples_per_epoch)
+            end = min(int(stop), (epoch + 1) * self.samples_per_epoch)
+            if within == 0 and end - pos == self.samples_per_epoch:
+                out += self.counts
+            else:
+                keys = self._keys(epoch, 0)
+                for first in range(within, within + end - pos, chunk):
+                    last = min(first + chunk, within + end - pos)
+                    slots = permute(np.arange(first, last, dtype=np.int64), self.samples_per_epoch, keys)
+                    source = np.searchsorted(self.count_starts, slots, side="right") - 1
+                    out += np.bincount(source, minlength=len(self.sources))
+            pos = end
+        return out
+
     def samples_at(self, positions: np.ndarray) -> list[tuple[str, int]]:
         """(source, sample index) at global positions."""
         source, idx = self.decode(self.global_ids(positions))
@@ -495,6 +515,7 @@ class TrainBatches:
         self.prefetch = max(int(prefetch), 0)
         self._prefetched_to: int | None = None  # start of the first micro-step not prefetched yet
         self.samples_consumed = 0
+        self.last_sources: np.ndarray | None = None  # the source index (into order.sources) of each row read last
 
     @property
     def seq_len(self) -> int:
@@ -559,6 +580,7 @@ class TrainBatches:
         names = self.order.sources
         for row, (s, i) in enumerate(zip(source.tolist(), idx.tolist())):
             self.dataset.read_into(names[s], i, batch[row])
+        self.last_sources = source
         self.advance(self.samples_per_micro_step)
         return batch
 

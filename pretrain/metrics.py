@@ -105,6 +105,17 @@ class MetricsLogger:
         if line:
             print(line, flush=True)
 
+    def alert(self, step: int, title: str, text: str, level: str = "WARN") -> None:
+        """W&B's `run.alert` (where a run is open; `title` under 64 characters, level INFO | WARN | ERROR),
+        a console line and a metrics.jsonl row {"step", "alert", "text", "level"}."""
+        if self.rank != 0:
+            return
+        if self.run is not None:
+            self.run.alert(title=title, text=text, level=level, wait_duration=1)
+        self._jsonl.write(json.dumps({"step": step, "alert": title, "text": text, "level": level}) + "\n")
+        self._jsonl.flush()
+        print(f"ALERT step {step}: {title}: {text}", flush=True)
+
     def finish(self) -> None:
         if self.rank == 0:
             self._jsonl.close()

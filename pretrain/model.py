@@ -151,9 +151,10 @@ class Transformer(nn.Module):
         else:
             nn.init.normal_(param, std=self.cfg.init_std, generator=generator)
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, vocab_size]; with targets [B, T], the mean cross-entropy
-        (fp32) over the positions whose target is not IGNORE_INDEX (-100) instead."""
+        (fp32) over the positions whose target is not IGNORE_INDEX (-100) instead, or with
+        reduction="none" each position's cross-entropy [B, T] (0 where the target is ignored)."""
         T = tokens.shape[1]
         if T > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds model.max_seq_len={self.cfg.max_seq_len}")
@@ -164,11 +165,16 @@ class Transformer(nn.Module):
         logits = self.output(self.norm(h))
         if targets is None:
             return logits
-        return cross_entropy(logits, targets)
+        return cross_entropy(logits, targets, reduction)
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index=IGNORE_INDEX)
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """reduction "mean" (a scalar) or "none" (the shape of `targets`)."""
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction: expected 'mean' or 'none', got {reduction!r}")
+    losses = F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index=IGNORE_INDEX,
+                             reduction=reduction)
+    return losses if reduction == "mean" else losses.view(targets.shape)
 
 
 def num_params(model: nn.Module, exclude_embeddings: bool = False) -> int:

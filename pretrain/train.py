@@ -34,7 +34,9 @@ def run(cfg: TrainConfig) -> int:
     import numpy as np
     import torch
 
-    from pretrain import checkpoint, collectives, distributed, memory
+    from monitoring.dataset import manifest_sha256
+    from pretrain import checkpoint, collectives, distributed, lineage, memory
+    from pretrain.alerts import AlertsCallback
     from pretrain.callbacks import CheckpointCallback, EvalCallback, MetricsCallback, ProfileCallback
     from pretrain.data import build_train_batches
     from pretrain.device_batches import DeviceBatches
@@ -43,7 +45,7 @@ def run(cfg: TrainConfig) -> int:
     from pretrain.heartbeat import Heartbeat, heartbeat_interval
     from pretrain.metrics import MetricsLogger, peak_tflops
     from pretrain.model import flops_per_token
-    from pretrain.trainer import Trainer
+    from pretrain.trainer import NonFiniteLossError, Trainer
 
     env = distributed.detect()
     world = (cfg.memory.world_size or env.world_size) if cfg.estimate_only else env.world_size
@@ -62,6 +64,11 @@ def run(cfg: TrainConfig) -> int:
 
     resume = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.checkpoint.dir)
     resume_state = checkpoint.read_state(resume) if resume else None
+    data_sha256 = manifest_sha256(cfg.data.path)
+    if resume_state is not None:  # before anything is built: other data is a config error
+        changed = lineage.check_resume_data(cfg.data, data_sha256, resume_state, resume)
+        if changed and env.rank == 0:
+            print(changed, file=sys.stderr, flush=True)
     universal = resume_state is not None and resume_state["world_size"] != env.world_size
     if universal and resume_state["global_batch_size"] != sizes.global_batch_size:
         raise ConfigError(f"batch.global_batch_size: {sizes.global_batch_size}, but the checkpoint {resume} was trained "
@@ -79,7 +86,8 @@ def run(cfg: TrainConfig) -> int:
               f", optimizer {type(engine.basic_optimizer).__name__}, {cfg.threads_per_rank} CPU thread(s) per rank", flush=True)
     batches = DeviceBatches(build_train_batches(cfg.data, sizes.micro_batch_size, env.rank, env.world_size,
                                                 sizes.global_batch_size, manifest=manifest), engine.device)
-    trainer = Trainer(engine, batches, sizes.grad_accum_steps, cfg.max_steps, world_size=env.world_size)
+    trainer = Trainer(engine, batches, sizes.grad_accum_steps, cfg.max_steps, world_size=env.world_size,
+                      log_every=cfg.logging.log_every)
     if resume:
         trainer.load_state_dict(checkpoint.load(engine, resume, env.rank, universal))
         if env.rank == 0:
@@ -87,8 +95,15 @@ def run(cfg: TrainConfig) -> int:
 
     logger = MetricsLogger(rank=env.rank, logging=cfg.logging, config=to_dict(cfg),
                            run_id=resume_state.get("wandb_run_id") if resume_state else None, output_dir=cfg.output_dir)
+    restarts = resume_state.get("restarts", 0) + 1 if resume_state else 0  # resumed or requeued jobs
     trainer.extra_state = {"wandb_run_id": logger.run_id, "world_size": env.world_size, "model_config": model_cfg.to_dict(),
-                           "global_batch_size": sizes.global_batch_size, "data_path": cfg.data.path, "seq_len": cfg.data.seq_len}
+                           "global_batch_size": sizes.global_batch_size, "data_path": cfg.data.path, "seq_len": cfg.data.seq_len,
+                           lineage.DATA_SHA256: data_sha256, "restarts": restarts}
+    if resume_state and "val_loss" in resume_state:
+        trainer.extra_state["val_loss"] = resume_state["val_loss"]
+    if logger.run is not None:
+        lineage.use_dataset(logger.run, cfg.data.path)
+        logger.run.summary["restarts"] = restarts
     sources = sorted(manifest["splits"].get("val", {}).get("sources", {}))
     val_batches = source_batches(cfg.data.path, sources, cfg.data.seq_len, sizes.micro_batch_size, env.rank,
                                  env.world_size, manifest)
@@ -100,22 +115,28 @@ def run(cfg: TrainConfig) -> int:
         return metrics
 
     checkpoints = CheckpointCallback(cfg.checkpoint.dir, cfg.checkpoint.every_steps, cfg.checkpoint.keep_last, env.rank,
-                                     logger)
+                                     logger, lineage.CheckpointArtifacts(logger.run) if logger.run is not None else None)
     stop_on_signal = StopOnSignal(signals, env.rank, signal_margin_from_env(), lambda: checkpoints.last_save_s)
     heartbeat = Heartbeat(os.path.join(cfg.output_dir, "heartbeats"), env.rank, heartbeat_interval(cfg.collective_timeout_minutes))
+    metrics = MetricsCallback(logger, cfg.logging.log_every, flops_per_token(model_cfg, cfg.data.seq_len),
+                              peak_tflops(torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                                          cfg.peak_tflops), env.world_size, constants={"run/restarts": restarts})
+    alerts = AlertsCallback(logger, cfg.alerts, metrics, stop_on_signal, checkpoints)
     trainer.callbacks = [
         stop_on_signal,  # first: the checkpoint callback below saves in the same step when it stops the run
-        MetricsCallback(logger, cfg.logging.log_every, flops_per_token(model_cfg, cfg.data.seq_len),
-                        peak_tflops(torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                                    cfg.peak_tflops), env.world_size),
+        metrics,
         EvalCallback(run_eval, logger, cfg.eval.every_steps if sources else 0),
         checkpoints,
+        alerts,  # after the metrics and checkpoints: it reads what they did
         heartbeat,
     ] + ([ProfileCallback(cfg.profile_step, os.path.join(cfg.output_dir, "profile"), env.rank)] if cfg.profile_step else [])
     completed = False
     try:
         trainer.fit()
         completed = True
+    except NonFiniteLossError as exc:
+        alerts.non_finite_loss(trainer.step, exc)
+        raise
     except RuntimeError as exc:  # a collective that failed or timed out: say which rank fell silent
         print(heartbeat.failure_report(exc, trainer.step + 1, env.world_size), file=sys.stderr, flush=True)
         raise

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from pretrain.sources import add_source_sums
+
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite steps: the run stops without writing a checkpoint."""
@@ -28,6 +30,13 @@ class StepResult:
     tokens: int  # tokens of this step, all ranks
     seconds: float
     skipped: bool = False
+    # on log steps: this rank's [source, (loss summed over tokens, tokens)] on the device (pretrain.sources)
+    source_losses: torch.Tensor | None = None
+
+
+def is_log_step(step: int, log_every: int, max_steps: int) -> bool:
+    """Every `log_every`-th step and the last one (log_every 0: never)."""
+    return log_every > 0 and (step % log_every == 0 or step == max_steps)
 
 
 class Callback:
@@ -43,6 +52,7 @@ class Trainer:
     grad_accum: int
     max_steps: int
     world_size: int = 1  # data-parallel ranks: every rank's micro-batches have the same shape
+    log_every: int = 0  # steps that also compute the per-source losses (see `is_log_step`); 0 = none
     callbacks: list[Callback] = field(default_factory=list)
     max_consecutive_nonfinite: int = 5
     step: int = 0
@@ -52,11 +62,11 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"step": self.step, "data": self.batches.state_dict(), "nonfinite_streak": self._nonfinite_streak,
-                **self.extra_state}
+                "data_samples_per_source": self.batches.samples_per_source(), **self.extra_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
-        self.batches.load_state_dict(state["data"])
+        self.batches.load_state_dict(state["data"], state.get("data_samples_per_source"))
         self._nonfinite_streak = int(state.get("nonfinite_streak", 0))
 
     def fit(self) -> None:
@@ -76,11 +86,18 @@ class Trainer:
         optimizer skips the whole update on every rank and leaves the learning-rate schedule where it was."""
         start = time.perf_counter()
         skipped_before = self.engine.skipped_steps
-        loss_sum, tokens = None, 0
+        per_source = is_log_step(self.step + 1, self.log_every, self.max_steps)
+        loss_sum, source_sums, tokens = None, None, 0
         for _ in range(self.grad_accum):
             inputs, targets = next(self.batches)
             tokens += targets.numel()
-            loss = self.engine(inputs, targets)
+            if per_source:
+                token_losses = self.engine(inputs, targets, reduction="none")
+                loss = token_losses.mean()  # the train loader's targets are all real tokens: none is ignored
+                source_sums = add_source_sums(source_sums, token_losses, self.batches.sources,
+                                              len(self.batches.source_names))
+            else:
+                loss = self.engine(inputs, targets)
             self.engine.backward(loss)
             self.engine.step()  # an optimizer step at the accumulation boundary only
             loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
@@ -96,7 +113,8 @@ class Trainer:
                     "resume from an earlier checkpoint")
             return StepResult(self.step, None, self.current_lr(), tokens, seconds, skipped=True)
         self._nonfinite_streak = 0
-        return StepResult(self.step, loss_sum / self.grad_accum, self.current_lr(), tokens, seconds)
+        return StepResult(self.step, loss_sum / self.grad_accum, self.current_lr(), tokens, seconds,
+                          source_losses=source_sums)
 
     def current_lr(self) -> float:
         return float(self.engine.get_lr()[0])

@@ -175,6 +175,15 @@ def test_mixing_proportions_follow_the_weights():
     assert set(next_a[1][next_a[0] == 0].tolist()) != set(idx[source == 0].tolist())
 
 
+def test_samples_per_source_are_counted_from_the_order_across_epochs():
+    order = MixedSampleOrder({"a": 700, "b": 50, "c": 250}, {"a": 1.0, "b": 1.0, "c": 2.0}, seed=5)
+    n = order.samples_per_epoch
+    for start, stop in [(0, 0), (0, 37), (13, n), (0, n), (n - 5, 3 * n + 17), (2 * n, 3 * n)]:
+        source, _ = order.decode(order.global_ids(np.arange(start, stop, dtype=np.int64)))
+        expected = np.bincount(source, minlength=3)
+        np.testing.assert_array_equal(order.source_counts(start, stop, chunk=64), expected, err_msg=f"{start, stop}")
+
+
 def test_same_seed_same_order_other_seed_or_epoch_other_order(corpus):
     folder, _ = corpus
     cfg = DataConfig(path=str(folder), seq_len=SEQ, weights={"web": 1, "news": 2, "books": 1}, seed=11)

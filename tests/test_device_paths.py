@@ -45,11 +45,11 @@ class StandInEngine:
         self.skipped_steps, self.micro_steps = 0, 0
         self.batch_devices: set[torch.device] = set()
 
-    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         self.batch_devices |= {inputs.device, targets.device}
         if self.module is None:
-            return torch.tensor(1.0, requires_grad=True)
-        return self.module(inputs, targets)
+            return torch.ones(targets.shape if reduction == "none" else (), requires_grad=True)
+        return self.module(inputs, targets, reduction)
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.grad_accum).backward()
@@ -96,7 +96,7 @@ def test_batches_reach_the_engine_device_with_one_small_collective_per_step(samp
     batches = DeviceBatches(build_train_batches(DataConfig(str(sample_run), SEQ), MICRO), engine.device)
     logger = MetricsLogger(rank=0, logging=LoggingConfig(mode="disabled"), config={}, run_id=None,
                            output_dir=str(tmp_path))
-    trainer = Trainer(engine, batches, grad_accum, max_steps=steps,
+    trainer = Trainer(engine, batches, grad_accum, max_steps=steps, log_every=log_every,
                       callbacks=[StopOnSignal(StopSignals(), 0), MetricsCallback(logger, log_every, 1.0, None, 1)])
     try:
         trainer.fit()
@@ -114,16 +114,25 @@ def test_device_batches_report_the_state_of_what_they_handed_out(sample_run):
     """The reader thread runs ahead; a checkpoint must record the batches handed out, not those read."""
     plain = build_train_batches(DataConfig(str(sample_run), SEQ), MICRO)
     device_batches = DeviceBatches(build_train_batches(DataConfig(str(sample_run), SEQ), MICRO), "cpu", depth=3)
+    drawn = dict.fromkeys(device_batches.source_names, 0)
     try:
         for _ in range(4):
             expected, got = next(plain), next(device_batches)
             assert all(torch.equal(e, g) for e, g in zip(expected, got))
             assert device_batches.state_dict() == plain.state_dict()
             assert device_batches.tokens_consumed == plain.tokens_consumed
-        state = device_batches.state_dict()
+            assert device_batches.sources.tolist() == plain.last_sources.tolist()  # the rows' sources
+            for s in plain.last_sources.tolist():
+                drawn[plain.order.sources[s]] += 1
+            assert device_batches.samples_per_source() == drawn
+        state, counts = device_batches.state_dict(), device_batches.samples_per_source()
         resumed = DeviceBatches(build_train_batches(DataConfig(str(sample_run), SEQ), MICRO), "cpu")
-        resumed.load_state_dict(state)
+        resumed.load_state_dict(state, counts)
+        assert resumed._counted[0] == state["samples_consumed"]  # carried over: nothing to recount
+        assert resumed.samples_per_source() == counts
         assert all(torch.equal(e, g) for e, g in zip(next(plain), next(resumed)))
+        resumed.load_state_dict(state)  # without the counts: derived from the order
+        assert resumed.samples_per_source() == counts
         resumed.close()
     finally:
         device_batches.close()
@@ -173,7 +182,7 @@ def rank_in_a_group_that_refuses_cpu_tensors(rank: int, world: int, port: int, s
             evals.append(evaluate(engine, val_batches, 2, engine.device))
             return evals[-1]
 
-        trainer = Trainer(engine, batches, grad_accum, max_steps=50, world_size=world, callbacks=[
+        trainer = Trainer(engine, batches, grad_accum, max_steps=50, world_size=world, log_every=2, callbacks=[
             SignalAtStep(signals, rank=world - 1, my_rank=rank, step=3), StopOnSignal(signals, rank),
             MetricsCallback(logger, 2, 1.0, None, world), EvalCallback(run_eval, logger, 2),
             CheckpointCallback(os.path.join(out, "checkpoints"), 2, 0, rank)])
@@ -211,5 +220,10 @@ def check_ranks(out: Path, world: int) -> list[dict]:
         assert len(result["evals"]) == 1 and result["evals"][0]["val/loss"] > 0
     assert (out / "checkpoints" / "step_00000002" / "COMPLETE").exists()
     assert (out / "checkpoints" / "step_00000003" / "COMPLETE").exists()
-    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["train/loss"] > 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["train/loss"] > 0
+    # log step 2: the per-source losses reduced over the ranks beside the loss, the tokens per source
+    quiet = next(r for r in rows if r["step"] == 2 and any(k.startswith("data/") for k in r))
+    assert any(k.startswith("train/") and k.endswith("/loss") and v > 0 for k, v in quiet.items())
+    assert sum(v for k, v in quiet.items() if k.startswith("data/") and k.endswith("/tokens")) == 2 * 2 * MICRO * world * SEQ
     return results

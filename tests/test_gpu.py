@@ -49,7 +49,7 @@ def test_a_training_step_queues_its_work_without_a_host_sync(shards):
     loader = build_train_batches(DataConfig(str(shards), SEQ), 4)
     batches = DeviceBatches(loader, "cuda")
     engine = StandInEngine(tiny_model(loader.dataset.vocab_size).cuda(), torch.device("cuda"), grad_accum=2)
-    trainer = Trainer(engine, batches, grad_accum=2, max_steps=10)
+    trainer = Trainer(engine, batches, grad_accum=2, max_steps=10, log_every=2)  # steps 2 and 4: per-source losses
     try:
         trainer.train_step()  # warm-up: the first pinned allocations and kernel loads
         torch.cuda.synchronize()
@@ -59,6 +59,8 @@ def test_a_training_step_queues_its_work_without_a_host_sync(shards):
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert all(r.loss.device.type == "cuda" for r in results)
+        assert [r.source_losses is not None for r in results] == [True, False, True]
+        assert results[0].source_losses.device.type == "cuda"
     finally:
         batches.close()
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from .conftest import ROOT
-from .train_runs import (ENV, assert_same_weights, background_run, deepspeed_launcher_command, losses, train,
+from .train_runs import (ENV, assert_same_weights, background_run, deepspeed_launcher_command, logged, losses, train,
                          train_command, wait_for_step, worker_pids_by_rank)
-from .wandb_records import read_run
+from .wandb_records import read_run, records
 
 pytestmark = pytest.mark.slow
 GOLDEN = Path(__file__).parent / "golden" / "tiny_losses.json"
@@ -66,6 +66,89 @@ def test_wandb_offline_run_holds_metrics_and_config(two_rank_run):
     assert config["deepspeed"]["zero_stage"] == 2 and config["batch"]["micro_batch_size"] == 4
 
 
+def run_records(run: Path) -> list:
+    """Every record of the training run's offline W&B file(s), in job order (a resumed job adds a folder)."""
+    return [r for f in sorted((run / "wandb").glob("offline-run-*/run-*.wandb")) for r in records(f)]
+
+
+def rows_by_step(out: Path) -> dict[int, dict]:
+    """metrics.jsonl merged per step (a log step writes its console metrics and its per-source ones)."""
+    merged: dict[int, dict] = {}
+    for row in logged(out):
+        if "alert" not in row:
+            merged.setdefault(row["step"], {}).update(row)
+    return merged
+
+
+def test_the_run_uses_the_dataset_artifact_the_pipeline_logs_for_its_shards(two_rank_run, sample_run, tmp_path):
+    from monitoring.dataset import dataset_artifact, manifest_sha256
+
+    inputs = [r.artifact for r in run_records(two_rank_run)
+              if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "dataset"]
+    assert len(inputs) == 1 and inputs[0].use_after_commit  # logged and used: an input of the run
+    expected = dataset_artifact(str(sample_run), str(tmp_path / "staging"))
+    assert inputs[0].name == expected.name and inputs[0].digest == expected.digest
+    assert json.loads(inputs[0].metadata)["manifest_sha256"] == manifest_sha256(str(sample_run))
+    state = json.loads((two_rank_run / "checkpoints" / "step_00000008" / "trainer_state.json").read_text())
+    assert state["data_manifest_sha256"] == manifest_sha256(str(sample_run))
+
+
+def test_per_source_tokens_shares_and_losses(two_rank_run):
+    rows = rows_by_step(two_rank_run)
+    sources = sorted(k.split("/")[1] for k in rows[8] if k.startswith("data/") and k.endswith("/tokens"))
+    assert len(sources) >= 2, rows[8]
+    previous = dict.fromkeys(sources, 0)
+    for step in range(1, 9):
+        row = rows[step]
+        tokens = {s: row[f"data/{s}/tokens"] for s in sources}
+        assert sum(tokens.values()) == row["train/tokens"] == step * 8 * 256
+        assert sum(row[f"data/{s}/share"] for s in sources) == pytest.approx(1.0)
+        assert sum(row[f"data/{s}/weight"] for s in sources) == pytest.approx(1.0)
+        # log_every=1: this step's tokens of each source weigh its loss
+        of_step = {s: tokens[s] - previous[s] for s in sources}
+        losses_of_step = {s: row[f"train/{s}/loss"] for s in sources if of_step[s]}
+        assert set(losses_of_step) == {s for s in sources if f"train/{s}/loss" in row}
+        mean = sum(losses_of_step[s] * of_step[s] for s in losses_of_step) / sum(of_step.values())
+        assert mean == pytest.approx(row["train/loss"], rel=1e-5), step
+        previous = tokens
+    assert "val/news/loss" in rows[4]
+
+
+def test_every_checkpoint_is_a_reference_artifact_with_aliases_and_metadata(two_rank_run, sample_run):
+    from monitoring.dataset import manifest_sha256
+
+    rows = rows_by_step(two_rank_run)
+    models = [r.artifact for r in run_records(two_rank_run)
+              if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"]
+    assert [(a.name, sorted(a.aliases)) for a in models] == [
+        (f"checkpoints-{models[0].run_id}", ["latest", f"step-{step}"]) for step in (4, 8)]
+    for artifact, step in zip(models, (4, 8)):
+        folder = (two_rank_run / "checkpoints" / f"step_{step:08d}").resolve()
+        metadata = json.loads(artifact.metadata)
+        assert metadata["step"] == step and metadata["tokens"] == rows[step]["train/tokens"]
+        assert metadata["val_loss"] == rows[step]["val/loss"]
+        assert metadata["data_manifest_sha256"] == manifest_sha256(str(sample_run))
+        entries = artifact.manifest.contents
+        assert entries and all(e.ref.startswith(folder.as_uri() + "/") and not e.local_path for e in entries)
+        assert {e.path for e in entries} >= {f"step_{step:08d}/trainer_state.json", f"step_{step:08d}/COMPLETE"}
+
+
+def test_the_offline_run_folder_is_self_contained(two_rank_run):
+    """`wandb sync <folder>` uploads files of that folder only: every local path a record names lies in it."""
+    folder = next((two_rank_run / "wandb").glob("offline-run-*")).resolve()
+    local = []
+    for record in run_records(two_rank_run):
+        kind = record.WhichOneof("record_type")
+        if kind == "artifact":
+            local += [e.local_path for e in record.artifact.manifest.contents if e.local_path]
+            local += [record.artifact.manifest.manifest_file_path] if record.artifact.manifest.manifest_file_path else []
+        elif kind == "files":
+            local += [str(folder / "files" / f.path) for f in record.files.files]
+    assert local, "no file to upload: this test would prove nothing"
+    outside = [p for p in local if not Path(p).resolve().is_relative_to(folder)]
+    assert outside == [] and all(Path(p).is_file() for p in local)
+
+
 def test_exact_resume_matches_an_uninterrupted_run(two_rank_run, sample_run, tmp_path):
     out = tmp_path / "resumed"
     (out / "checkpoints").mkdir(parents=True)
@@ -78,6 +161,14 @@ def test_exact_resume_matches_an_uninterrupted_run(two_rank_run, sample_run, tmp
     state = json.loads((out / "checkpoints" / "step_00000008" / "trainer_state.json").read_text())
     first = json.loads((two_rank_run / "checkpoints" / "step_00000008" / "trainer_state.json").read_text())
     assert state["data"] == first["data"] and state["wandb_run_id"] == first["wandb_run_id"]
+    assert state["data_samples_per_source"] == first["data_samples_per_source"]  # carried over, not recounted
+    assert (first["restarts"], state["restarts"]) == (0, 1)
+    resumed_rows = rows_by_step(out)
+    assert resumed_rows[5]["run/restarts"] == 1
+    assert resumed_rows[8]["train/tokens"] == rows_by_step(two_rank_run)[8]["train/tokens"]
+    summary = [json.loads(u.value_json) for r in run_records(out) if r.WhichOneof("record_type") == "summary"
+               for u in r.summary.update if u.key == "restarts"]
+    assert summary and summary[-1] == 1
 
 
 def test_resume_on_one_rank_keeps_the_data_order(two_rank_run, sample_run, tmp_path):
@@ -219,6 +310,9 @@ def test_repeated_non_finite_losses_stop_the_run_without_a_new_checkpoint(sample
     assert "not finite in 5 consecutive steps" in proc.stderr
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged[0]["train/loss"] is not None and any(r.get("train/skipped_nonfinite_steps") for r in logged)
+    alerts = [r for r in logged if "alert" in r]
+    assert [(a["alert"], a["level"]) for a in alerts] == [("Stopped: the loss is not finite", "ERROR")]
+    assert "not finite in 5 consecutive steps" in alerts[0]["text"]
     assert not (out / "checkpoints").exists() or not list((out / "checkpoints").glob("step_*"))
 
 
@@ -241,6 +335,10 @@ def test_a_stop_signal_on_one_rank_stops_every_rank_with_a_checkpoint(sample_run
     assert last is not None and last.name == f"step_{stopped_at:08d}" and stopped_at < 400
     assert f"step {stopped_at}: stop signal (received by another rank): checkpointing and stopping" in output
     assert f"exitcode  : {REQUEUE_EXIT_CODE}" in output  # torchrun's summary of rank 1
+    alerts = [r for r in logged(out) if "alert" in r]
+    assert [(a["step"], a["alert"]) for a in alerts] == [(stopped_at, "Stopped by a stop signal")]
+    assert f"checkpoint step {stopped_at} saved to {last}" in alerts[0]["text"] and "requeues" in alerts[0]["text"]
+    assert f"ALERT step {stopped_at}: Stopped by a stop signal" in output
 
 
 def test_a_rank_that_stops_answering_fails_the_run_within_the_timeout_naming_it(sample_run, tmp_path):

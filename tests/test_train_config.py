@@ -241,6 +241,11 @@ def test_unknown_group_option_lists_the_available_ones():
         (["max_steps=0"], "max_steps"),
         (["threads_per_rank=0"], "threads_per_rank"),
         (["peak_tflops=-1"], "peak_tflops"),
+        (["alerts.spike_window=1"], "alerts.spike_window"),
+        (["alerts.spike_std=0"], "alerts.spike_std"),
+        (["alerts.slow_fraction=1.5"], "alerts.slow_fraction"),
+        (["alerts.slow_warmup=-1"], "alerts.slow_warmup"),
+        (["alerts.slow_window=0"], "alerts.slow_window"),
     ],
 )
 def test_validate_names_the_key(overrides, key):
