@@ -18,7 +18,7 @@ from data_pipeline.config import PreprocessConfig
 from data_pipeline.pipeline import Layout
 from data_pipeline.removed_sample import REPORT_SAMPLE_PER_FILTER
 from monitoring.dataset import dataset_artifact
-from monitoring.wandb_run import describe_run, open_run, run_folder, staging_in_run_folder
+from monitoring.wandb_run import artifact_files_folder, describe_run, open_run, staging_in_run_folder
 from shard_format import manifest as manifest_lib
 from shard_format import storage
 
@@ -140,7 +140,7 @@ def log_pipeline_run(cfg: PreprocessConfig, layout: Layout, report: dict) -> str
         with staging_in_run_folder(run):
             run.log(_history(panels))
             run.summary.update(panels.summary)
-            artifact = dataset_artifact(layout.output, f"{run_folder(run)}/artifact_files", cfg.storage_options)
+            artifact = dataset_artifact(layout.output, artifact_files_folder(run), cfg.storage_options)
             run.summary["manifest_sha256"] = artifact.metadata["manifest_sha256"]
             run.log_artifact(artifact, aliases=["latest"])
             run.finish()

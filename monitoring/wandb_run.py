@@ -53,6 +53,11 @@ def run_folder(run) -> str:
     return os.path.dirname(run.dir)
 
 
+def artifact_files_folder(run) -> str:
+    """Where a run's artifact files are copied before they are added: inside its run folder."""
+    return os.path.join(run_folder(run), "artifact_files")
+
+
 def describe_run(run, mode: str) -> str:
     """The line a command prints about its run (and, offline, how to upload it)."""
     folder = run_folder(run)

@@ -16,12 +16,11 @@ import os
 from pathlib import Path
 
 from monitoring.dataset import dataset_artifact
-from monitoring.wandb_run import run_folder, use_as_input
+from monitoring.wandb_run import artifact_files_folder, use_as_input
 from pretrain.config import DataConfig
 from shard_format.errors import ConfigError
 
 DATA_SHA256 = "data_manifest_sha256"  # the trainer-state key
-STAGING_FOLDER = "artifact_files"  # inside the run folder: `wandb sync` of that folder needs no other file
 
 
 def check_resume_data(data: DataConfig, sha256: str, state: dict, checkpoint: os.PathLike | str) -> str | None:
@@ -40,7 +39,7 @@ def check_resume_data(data: DataConfig, sha256: str, state: dict, checkpoint: os
 
 def use_dataset(run, data_path: str) -> None:
     """Record the dataset artifact of `data_path` as an input of `run` (its files staged in the run folder)."""
-    use_as_input(run, dataset_artifact(data_path, os.path.join(run_folder(run), STAGING_FOLDER)))
+    use_as_input(run, dataset_artifact(data_path, artifact_files_folder(run)))
 
 
 def checkpoint_artifact_name(run_id: str) -> str:

@@ -90,10 +90,6 @@ class MetricsLogger:
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
 
-    @property
-    def run_dir(self) -> str | None:
-        return self.run.dir if self.run is not None else None
-
     def log(self, step: int, metrics: dict[str, Any], console: bool = True) -> None:
         if self.rank != 0:
             return

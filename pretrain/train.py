@@ -35,6 +35,7 @@ def run(cfg: TrainConfig) -> int:
     import torch
 
     from monitoring.dataset import manifest_sha256
+    from monitoring.wandb_run import describe_run
     from pretrain import checkpoint, collectives, distributed, lineage, memory
     from pretrain.alerts import AlertsCallback
     from pretrain.callbacks import CheckpointCallback, EvalCallback, MetricsCallback, ProfileCallback
@@ -143,10 +144,8 @@ def run(cfg: TrainConfig) -> int:
     finally:
         heartbeat.stop()
         batches.close()
-        if env.rank == 0 and logger.run_dir:
-            run_dir = os.path.dirname(logger.run_dir)
-            print(f"W&B run {logger.run_id} ({cfg.logging.mode}): {run_dir}"
-                  + (f"\n  upload it with: wandb sync {run_dir}" if cfg.logging.mode == "offline" else ""), flush=True)
+        if logger.run is not None:
+            print(describe_run(logger.run, cfg.logging.mode), flush=True)
         logger.finish()
         if completed:
             # leave together, once rank 0 has closed the W&B run: a launcher that sees one rank exit

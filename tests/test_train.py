@@ -88,6 +88,11 @@ def test_the_run_uses_the_dataset_artifact_the_pipeline_logs_for_its_shards(two_
     assert len(inputs) == 1 and inputs[0].use_after_commit  # logged and used: an input of the run
     expected = dataset_artifact(str(sample_run), str(tmp_path / "staging"))
     assert inputs[0].name == expected.name and inputs[0].digest == expected.digest
+    # the very artifact the pipeline's own W&B run logged for these shards: one version in W&B, data -> run
+    # (a test of the pipeline reruns the sample once more, logging a second run of the same output)
+    logged_by_pipeline = {(r.artifact.name, r.artifact.digest) for f in (sample_run / "wandb").glob("offline-run-*/run-*.wandb")
+                          for r in records(f) if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "dataset"}
+    assert logged_by_pipeline == {(inputs[0].name, inputs[0].digest)}
     assert json.loads(inputs[0].metadata)["manifest_sha256"] == manifest_sha256(str(sample_run))
     state = json.loads((two_rank_run / "checkpoints" / "step_00000008" / "trainer_state.json").read_text())
     assert state["data_manifest_sha256"] == manifest_sha256(str(sample_run))
