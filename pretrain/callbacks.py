@@ -68,15 +68,14 @@ class MetricsCallback(Callback):
             "speed/mfu": mfu(self.flops_per_token, tokens_per_s, self.peak, self.num_devices),
             "train/tokens": trainer.batches.tokens_consumed,
             **memory_metrics(),
+            **self.constants,
+            # W&B and metrics.jsonl only: the console line shows its own fields (metrics.CONSOLE_FIELDS)
+            **source_mix_metrics(trainer.batches.tokens_per_source(), trainer.batches.source_weights),
         }
-        self.logger.log(result.step, metrics)
-        # in W&B and metrics.jsonl, not on the console line: a few values per source
-        quiet = {**self.constants,
-                 **source_mix_metrics(trainer.batches.tokens_per_source(), trainer.batches.source_weights)}
         if result.source_losses is not None:
-            quiet.update(source_loss_metrics(trainer.batches.source_names, reduced[1 if self._steps else 0:]))
-        self.logger.log(result.step, quiet, console=False)
-        self.last = (result.step, {**metrics, **quiet})
+            metrics.update(source_loss_metrics(trainer.batches.source_names, reduced[1 if self._steps else 0:]))
+        self.logger.log(result.step, metrics)
+        self.last = (result.step, metrics)
         self._loss_sum, self._steps, self._tokens, self._seconds = None, 0, 0, 0.0
 
 

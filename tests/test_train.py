@@ -72,7 +72,7 @@ def run_records(run: Path) -> list:
 
 
 def rows_by_step(out: Path) -> dict[int, dict]:
-    """metrics.jsonl merged per step (a log step writes its console metrics and its per-source ones)."""
+    """metrics.jsonl merged per step (a step's training metrics, evaluation and checkpoint timings are rows of their own)."""
     merged: dict[int, dict] = {}
     for row in logged(out):
         if "alert" not in row:
