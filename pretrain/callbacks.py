@@ -153,7 +153,7 @@ class CheckpointCallback(Callback):
 
     def _log(self, step: int, metrics: dict) -> None:
         if self.logger is not None:
-            self.logger.log(step, metrics, console=False)
+            self.logger.log(step, metrics)
 
     def on_train_start(self, trainer: Trainer) -> None:
         self._saved_step = trainer.step  # resumed from it, or nothing to save yet

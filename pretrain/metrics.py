@@ -90,14 +90,15 @@ class MetricsLogger:
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
 
-    def log(self, step: int, metrics: dict[str, Any], console: bool = True) -> None:
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """To W&B and metrics.jsonl, and the console line of the fields it shows (CONSOLE_FIELDS), if any."""
         if self.rank != 0:
             return
         if self.run is not None:
             self.run.log({k: v for k, v in metrics.items() if v is not None}, step=step)
         self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self._jsonl.flush()
-        line = format_console(step, metrics) if console else None
+        line = format_console(step, metrics)
         if line:
             print(line, flush=True)
 
